@@ -1,0 +1,1 @@
+//! opstore-cli.

@@ -1,0 +1,519 @@
+//! Entity schemas: the single source for validation, SQL, CQL and index specs.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Result, invalid};
+use crate::query::{SortDir, SortKey};
+
+/// A type stored by opstore: a serde type with a static schema.
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use opstore_domain::{Entity, Field, FieldType, Schema};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Node { id: String, name: String, healthy: bool }
+///
+/// static NODE: LazyLock<Schema> = LazyLock::new(|| {
+///     Schema::builder("nodes", "id")
+///         .field(Field::new("name", FieldType::String).indexed())
+///         .field(Field::new("healthy", FieldType::Bool))
+///         .build()
+/// });
+///
+/// impl Entity for Node {
+///     fn schema() -> &'static Schema { &NODE }
+///     fn key(&self) -> String { self.id.clone() }
+/// }
+/// assert_eq!(Node::schema().name(), "nodes");
+/// ```
+pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The schema shared by every instance.
+    fn schema() -> &'static Schema;
+    /// The value of the key field.
+    fn key(&self) -> String;
+}
+
+/// A scalar portable type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalarType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit float.
+    Float,
+    /// true / false.
+    Bool,
+    /// [`crate::Timestamp`] in its canonical text form.
+    Timestamp,
+}
+
+/// The portable type of a declared field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit float.
+    Float,
+    /// true / false.
+    Bool,
+    /// [`crate::Timestamp`] in its canonical text form.
+    Timestamp,
+    /// A nested object whose own fields are declared separately by dotted path.
+    Object,
+    /// Free-form JSON: any value, any sub-path (metadata maps, labels).
+    Json,
+    /// An ordered list of scalars.
+    List(ScalarType),
+    /// A set of scalars (no duplicates; stored sorted on backends without sets).
+    Set(ScalarType),
+    /// A string-keyed map of scalars.
+    Map(ScalarType),
+}
+
+impl FieldType {
+    /// The scalar kind when the type is a scalar.
+    pub fn scalar(self) -> Option<ScalarType> {
+        Some(match self {
+            FieldType::String => ScalarType::String,
+            FieldType::Int => ScalarType::Int,
+            FieldType::Float => ScalarType::Float,
+            FieldType::Bool => ScalarType::Bool,
+            FieldType::Timestamp => ScalarType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    /// Whether values of this type can be ordered (sort, range filters, min/max).
+    pub fn is_sortable(self) -> bool {
+        self.scalar().is_some()
+    }
+
+    /// Whether `inc` and `sum` apply.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, FieldType::Int | FieldType::Float | FieldType::Json)
+    }
+
+    /// Whether `value` (not null) is a valid value of this type.
+    pub fn accepts(self, value: &Value) -> bool {
+        match self {
+            FieldType::Object => value.is_object(),
+            FieldType::Json => true,
+            FieldType::List(s) | FieldType::Set(s) => {
+                value.as_array().is_some_and(|items| items.iter().all(|v| scalar_accepts(s, v)))
+            }
+            FieldType::Map(s) => {
+                value.as_object().is_some_and(|m| m.values().all(|v| scalar_accepts(s, v)))
+            }
+            other => other.scalar().is_some_and(|s| scalar_accepts(s, value)),
+        }
+    }
+
+    /// Element type of a list or set.
+    pub fn element(self) -> Option<ScalarType> {
+        match self {
+            FieldType::List(s) | FieldType::Set(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `value` is a valid value of scalar type `s`.
+pub fn scalar_accepts(s: ScalarType, value: &Value) -> bool {
+    match s {
+        ScalarType::String => value.is_string(),
+        ScalarType::Int => value.is_i64() || value.is_u64() && value.as_i64().is_some(),
+        ScalarType::Float => value.is_number(),
+        ScalarType::Bool => value.is_boolean(),
+        ScalarType::Timestamp => {
+            value.as_str().is_some_and(|s| s.parse::<crate::Timestamp>().is_ok_and(|t| t.to_text() == s))
+        }
+    }
+}
+
+/// A declared field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Field {
+    path: String,
+    ty: FieldType,
+    indexed: bool,
+    unique: bool,
+    optional: bool,
+}
+
+impl Field {
+    /// A required, unindexed field at a dotted `path`.
+    pub fn new(path: &str, ty: FieldType) -> Self {
+        Field { path: path.to_owned(), ty, indexed: false, unique: false, optional: false }
+    }
+
+    /// Adds a secondary index.
+    pub fn indexed(mut self) -> Self {
+        self.indexed = true;
+        self
+    }
+
+    /// Adds a unique index (implies indexed). Absent values do not collide.
+    pub fn unique(mut self) -> Self {
+        self.indexed = true;
+        self.unique = true;
+        self
+    }
+
+    /// Allows the field to be absent or null.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    /// Dotted path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// Portable type.
+    pub fn ty(&self) -> FieldType {
+        self.ty
+    }
+    /// Has a secondary index.
+    pub fn is_indexed(&self) -> bool {
+        self.indexed
+    }
+    /// Has a unique index.
+    pub fn is_unique(&self) -> bool {
+        self.unique
+    }
+    /// May be absent or null.
+    pub fn is_optional(&self) -> bool {
+        self.optional
+    }
+}
+
+/// Expiry of documents a fixed time after a timestamp field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ttl {
+    /// Timestamp field the expiry counts from.
+    pub field: String,
+    /// How long after that instant a document expires.
+    pub after: Duration,
+}
+
+/// The static description of an entity's storage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Schema {
+    name: String,
+    key: String,
+    partition_key: Vec<String>,
+    clustering_key: Vec<String>,
+    fields: Vec<Field>,
+    ttl: Option<Ttl>,
+    default_sort: Vec<SortKey>,
+}
+
+/// Builds a [`Schema`]; `build` checks it and panics on a malformed definition,
+/// which happens once, at first use, with a message naming the mistake.
+#[derive(Debug)]
+pub struct SchemaBuilder {
+    schema: Schema,
+}
+
+impl Schema {
+    /// Starts a schema for collection `name` keyed by the string field `key`.
+    pub fn builder(name: &str, key: &str) -> SchemaBuilder {
+        SchemaBuilder {
+            schema: Schema {
+                name: name.to_owned(),
+                key: key.to_owned(),
+                partition_key: vec![key.to_owned()],
+                clustering_key: Vec::new(),
+                fields: vec![Field::new(key, FieldType::String)],
+                ttl: None,
+                default_sort: Vec::new(),
+            },
+        }
+    }
+
+    /// Collection / table name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Path of the key field (always a string).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// Partition key columns (wide-column backends).
+    pub fn partition_key(&self) -> &[String] {
+        &self.partition_key
+    }
+    /// Clustering columns (wide-column backends).
+    pub fn clustering_key(&self) -> &[String] {
+        &self.clustering_key
+    }
+    /// Declared fields, key first.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+    /// Document expiry, if any.
+    pub fn ttl(&self) -> Option<&Ttl> {
+        self.ttl.as_ref()
+    }
+    /// Sort applied when a query names none (the key breaks remaining ties).
+    pub fn default_sort(&self) -> &[SortKey] {
+        &self.default_sort
+    }
+    /// Declared field at exactly `path`.
+    pub fn field(&self, path: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.path == path)
+    }
+    /// Fields with a secondary index (the key excluded).
+    pub fn indexed_fields(&self) -> impl Iterator<Item = &Field> {
+        self.fields.iter().filter(|f| f.indexed && f.path != self.key)
+    }
+
+    /// Resolves a dotted path to the type it addresses.
+    ///
+    /// A path is valid when it is declared, or lies under a declared `Json` or `Map`
+    /// field. Segments are ASCII letters, digits, `_` and `-`; nothing else can reach
+    /// a query string.
+    pub fn resolve(&self, path: &str) -> Result<FieldType> {
+        check_path_syntax(&self.name, path)?;
+        if let Some(field) = self.field(path) {
+            return Ok(field.ty);
+        }
+        for (i, _) in path.match_indices('.').rev() {
+            let parent = &path[..i];
+            if let Some(field) = self.field(parent) {
+                return match field.ty {
+                    FieldType::Json => Ok(FieldType::Json),
+                    FieldType::Map(s) if !path[i + 1..].contains('.') => Ok(scalar_field_type(s)),
+                    _ => invalid(format!("unknown field path `{path}` in collection `{}`", self.name)),
+                };
+            }
+        }
+        invalid(format!("unknown field path `{path}` in collection `{}`", self.name))
+    }
+
+    /// Checks that a whole document matches the schema: an object, with a string key,
+    /// every required field present, every declared field of its type.
+    pub fn check_document(&self, doc: &Value) -> Result<()> {
+        let Some(obj) = doc.as_object() else {
+            return invalid(format!("document for `{}` is not an object", self.name));
+        };
+        let key = obj.get(&self.key).and_then(Value::as_str);
+        let Some(key) = key else {
+            return invalid(format!("document for `{}` has no string key field `{}`", self.name, self.key));
+        };
+        check_key(&self.name, key)?;
+        for field in &self.fields {
+            match crate::eval::get_path(doc, &field.path) {
+                None if field.optional || self.parent_absent(doc, &field.path) => {}
+                None => {
+                    return invalid(format!(
+                        "document `{key}` in `{}` lacks required field `{}`",
+                        self.name, field.path
+                    ));
+                }
+                Some(v) if !field.ty.accepts(v) => {
+                    return invalid(format!(
+                        "field `{}` of document `{key}` in `{}` expects {:?}, got {}",
+                        field.path,
+                        self.name,
+                        field.ty,
+                        type_name(v)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// An optional ancestor object that is absent excuses its required children.
+    fn parent_absent(&self, doc: &Value, path: &str) -> bool {
+        path.match_indices('.').any(|(i, _)| {
+            let parent = &path[..i];
+            self.field(parent).is_some_and(|f| f.optional) && crate::eval::get_path(doc, parent).is_none()
+        })
+    }
+}
+
+fn scalar_field_type(s: ScalarType) -> FieldType {
+    match s {
+        ScalarType::String => FieldType::String,
+        ScalarType::Int => FieldType::Int,
+        ScalarType::Float => FieldType::Float,
+        ScalarType::Bool => FieldType::Bool,
+        ScalarType::Timestamp => FieldType::Timestamp,
+    }
+}
+
+/// Name of a JSON value's type, for error messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Largest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Checks a document key: non-empty, at most [`MAX_KEY_LEN`] bytes, no control characters.
+pub fn check_key(collection: &str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return invalid(format!("empty key in `{collection}`"));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return invalid(format!("key in `{collection}` is {} bytes; at most {MAX_KEY_LEN} allowed", key.len()));
+    }
+    if key.chars().any(char::is_control) {
+        return invalid(format!("key in `{collection}` contains a control character"));
+    }
+    Ok(())
+}
+
+/// Checks a name used as an identifier (collection, lock, processor): 1-128 ASCII
+/// letters, digits, `_`, `-`, `.`, `:`, `/`.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'));
+    if ok { Ok(()) } else { invalid(format!("invalid {kind} name {name:?}: use 1-128 of [A-Za-z0-9_.:/-]")) }
+}
+
+fn check_path_syntax(collection: &str, path: &str) -> Result<()> {
+    let ok = !path.is_empty()
+        && path.len() <= 256
+        && path.split('.').all(|seg| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        invalid(format!("malformed field path {path:?} for collection `{collection}`"))
+    }
+}
+
+impl SchemaBuilder {
+    /// Declares a field.
+    pub fn field(mut self, field: Field) -> Self {
+        if field.path == self.schema.key {
+            self.schema.fields[0] = Field { ty: FieldType::String, optional: false, ..field };
+        } else {
+            self.schema.fields.push(field);
+        }
+        self
+    }
+
+    /// Declares wide-column clustering columns (the key stays the partition key).
+    pub fn clustering(mut self, columns: &[&str]) -> Self {
+        self.schema.clustering_key = columns.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+
+    /// Documents expire `after` the instant in timestamp field `field`.
+    pub fn ttl(mut self, field: &str, after: Duration) -> Self {
+        self.schema.ttl = Some(Ttl { field: field.to_owned(), after });
+        self
+    }
+
+    /// Sort used when a query names none.
+    pub fn default_sort(mut self, path: &str, dir: SortDir) -> Self {
+        self.schema.default_sort.push(SortKey { path: path.to_owned(), dir });
+        self
+    }
+
+    /// Finishes the schema.
+    ///
+    /// # Panics
+    /// On a definition error (bad name, duplicate field, undeclared TTL or sort
+    /// field, field under a non-object parent). Schemas are static program text, so
+    /// this is a programming error, caught by the first test that touches the entity.
+    pub fn build(self) -> Schema {
+        match self.check() {
+            Ok(()) => self.schema,
+            Err(e) => panic!("invalid schema `{}`: {e}", self.schema.name),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let s = &self.schema;
+        check_name("collection", &s.name)?;
+        if s.name.contains(['.', ':', '/', '-']) {
+            return invalid("collection names use only [A-Za-z0-9_]");
+        }
+        for (i, f) in s.fields.iter().enumerate() {
+            check_path_syntax(&s.name, &f.path)?;
+            if s.fields[..i].iter().any(|g| g.path == f.path) {
+                return invalid(format!("field `{}` declared twice", f.path));
+            }
+            if let Some((parent, _)) = f.path.rsplit_once('.') {
+                match s.field(parent).map(Field::ty) {
+                    Some(FieldType::Object) => {}
+                    _ => return invalid(format!("parent `{parent}` of `{}` must be declared as Object", f.path)),
+                }
+            }
+            if f.indexed && !f.ty.is_sortable() {
+                return invalid(format!("indexed field `{}` must be a scalar", f.path));
+            }
+        }
+        if let Some(ttl) = &s.ttl {
+            if s.field(&ttl.field).map(Field::ty) != Some(FieldType::Timestamp) {
+                return invalid(format!("TTL field `{}` must be a declared Timestamp", ttl.field));
+            }
+        }
+        for key in s.default_sort.iter().map(|k| &k.path).chain(&s.clustering_key) {
+            if !s.field(key).is_some_and(|f| f.ty.is_sortable()) {
+                return invalid(format!("sort/clustering field `{key}` must be a declared scalar"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::builder("events", "id")
+            .field(Field::new("meta", FieldType::Json).optional())
+            .field(Field::new("status", FieldType::Object))
+            .field(Field::new("status.state", FieldType::String).indexed())
+            .field(Field::new("labels", FieldType::Map(ScalarType::String)).optional())
+            .build()
+    }
+
+    #[test]
+    fn resolves_declared_json_and_map_paths() {
+        let s = schema();
+        assert_eq!(s.resolve("status.state").unwrap(), FieldType::String);
+        assert_eq!(s.resolve("meta.a.b").unwrap(), FieldType::Json);
+        assert_eq!(s.resolve("labels.team").unwrap(), FieldType::String);
+        assert!(s.resolve("labels.team.x").unwrap_err().is_validation());
+        assert!(s.resolve("status.other").unwrap_err().is_validation());
+        assert!(s.resolve("status.state'; drop table x").unwrap_err().is_validation());
+    }
+
+    #[test]
+    fn check_document_names_the_field() {
+        let s = schema();
+        let err = s.check_document(&serde_json::json!({"id": "a", "status": {"state": 3}})).unwrap_err();
+        assert!(err.to_string().contains("status.state"), "{err}");
+        s.check_document(&serde_json::json!({"id": "a", "status": {"state": "x"}})).unwrap();
+    }
+}

@@ -1,0 +1,187 @@
+//! Timestamps with a portable text form, and clocks.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A UTC instant with microsecond precision.
+///
+/// Serialized as RFC 3339 with exactly six fractional digits and `Z`
+/// (`2026-01-02T03:04:05.000006Z`), so the text form sorts in time order on every
+/// backend and the precision is the one PostgreSQL keeps.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current wall-clock time, truncated to microseconds.
+    pub fn now() -> Self {
+        Timestamp(Utc::now().timestamp_micros())
+    }
+
+    /// From microseconds since the Unix epoch.
+    pub const fn from_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    /// From whole milliseconds since the Unix epoch.
+    pub const fn from_millis(millis: i64) -> Self {
+        Timestamp(millis.saturating_mul(1000))
+    }
+
+    /// Milliseconds since the Unix epoch (floored).
+    pub const fn as_millis(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// The instant as a chrono value.
+    pub fn to_datetime(self) -> DateTime<Utc> {
+        Utc.timestamp_micros(self.0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// From a chrono value (sub-microsecond digits are dropped).
+    pub fn from_datetime(dt: DateTime<Utc>) -> Self {
+        Timestamp(dt.timestamp_micros())
+    }
+
+    /// This instant moved forward by `d` (saturating).
+    pub fn add(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+    }
+
+    /// This instant moved back by `d` (saturating).
+    pub fn sub(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+    }
+
+    /// Time from `earlier` to `self`, zero when `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+
+    /// The canonical text form.
+    pub fn to_text(self) -> String {
+        self.to_datetime().to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({})", self.to_text())
+    }
+}
+
+/// Error for text that is not an RFC 3339 timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an RFC 3339 timestamp: {0:?}")]
+pub struct TimestampParseError(String);
+
+impl FromStr for Timestamp {
+    type Err = TimestampParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|dt| Timestamp::from_datetime(dt.with_timezone(&Utc)))
+            .map_err(|_| TimestampParseError(s.chars().take(64).collect()))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<Timestamp> for serde_json::Value {
+    fn from(t: Timestamp) -> Self {
+        serde_json::Value::String(t.to_text())
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(dt: DateTime<Utc>) -> Self {
+        Timestamp::from_datetime(dt)
+    }
+}
+
+/// A source of time. Adapters that judge expiry in process use it, so tests can
+/// move time forward instead of sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that only moves when told to. Clones share the same time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock starting at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        ManualClock(Arc::new(AtomicI64::new(start.as_micros())))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, d: Duration) {
+        let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        self.0.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_sorts_in_time_order() {
+        let a = Timestamp::from_micros(1_700_000_000_000_000);
+        let b = Timestamp::from_micros(1_700_000_000_000_001);
+        assert!(a.to_text() < b.to_text());
+        assert_eq!(a.to_text(), "2023-11-14T22:13:20.000000Z");
+    }
+
+    #[test]
+    fn parses_offsets_and_normalizes() {
+        let t: Timestamp = "2023-11-14T23:13:20.5+01:00".parse().unwrap();
+        assert_eq!(t.to_text(), "2023-11-14T22:13:20.500000Z");
+        assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+}

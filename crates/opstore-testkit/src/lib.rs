@@ -1,0 +1,53 @@
+//! The conformance suite every opstore adapter runs, plus fixtures and builders.
+//!
+//! An adapter runs all of it with one line in an integration test:
+//!
+//! ```ignore
+//! opstore_testkit::conformance_tests!(my_adapter_tests::harness());
+//! ```
+//!
+//! Each case is one behaviour of the port contract, named for it. The macro
+//! expands to one `#[tokio::test]` per case, so test runners count and name them.
+
+pub mod cases;
+pub mod fixtures;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use opstore_domain::Store;
+
+/// What a backend provides to the suite.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// Backend name, for messages.
+    fn name(&self) -> &'static str;
+    /// A fresh store, isolated from every other test (own schema, database or
+    /// keyspace), with the fixture schemas migrated.
+    async fn store(&self) -> Arc<dyn Store>;
+    /// Lets `d` of the backend's time pass: adapters with a controllable clock move
+    /// it; others wait it out.
+    async fn advance(&self, d: Duration);
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each getting its harness
+/// from `$harness` (an expression evaluated per test, returning `impl Harness`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::__all_cases!($harness);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    ($harness:expr, $module:ident :: $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            let harness = $harness;
+            $crate::cases::$module::$case(&harness).await;
+        }
+    };
+}
