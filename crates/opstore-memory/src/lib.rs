@@ -1,1 +1,274 @@
-//! opstore-memory.
+//! opstore's in-process adapter: the embedded default, and the reference
+//! semantics every other adapter is tested against.
+//!
+//! Documents live in memory as JSON trees with secondary indexes on declared
+//! indexed fields; expiry, leases and change-feed retention follow a [`Clock`] that
+//! tests can drive ([`opstore_domain::ManualClock`]).
+//!
+//! ```
+//! # tokio_test_shim::run(async {
+//! use opstore_memory::{MemoryConfig, MemoryStore};
+//! use opstore_domain::Store;
+//! let store = MemoryStore::new(MemoryConfig::default());
+//! assert_eq!(store.backend(), "memory");
+//! # });
+//! # mod tokio_test_shim { pub fn run<F: std::future::Future>(f: F) -> F::Output {
+//! #   tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) } }
+//! ```
+
+mod collection;
+mod coord;
+mod feed;
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use opstore_domain::{
+    Capabilities, ChangeFeed, CheckpointStore, Clock, Collection, HealthReport, IdempotencyStore,
+    Lease, LockManager, MigrationReport, Result, Schema, Store, StoreError, SystemClock,
+    Transaction, TxHandle, TxOptions, TxWork,
+};
+
+pub use feed::FeedRetention;
+
+use collection::MemCollection;
+use coord::{MemoryCheckpoints, MemoryIdempotency, MemoryLocks};
+use feed::{Feed, MemoryFeed};
+use state::{Change, CollState};
+
+/// Configuration of a [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// Time source for expiry, leases and feed retention.
+    pub clock: Arc<dyn Clock>,
+    /// How much change history watchers can resume from.
+    pub feed_retention: FeedRetention,
+}
+
+impl Default for MemoryConfig {
+    /// The system clock, one hour or one million changes of history.
+    fn default() -> Self {
+        MemoryConfig {
+            clock: Arc::new(SystemClock),
+            feed_retention: FeedRetention {
+                max_age: Duration::from_secs(3600),
+                max_entries: 1_000_000,
+            },
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub clock: Arc<dyn Clock>,
+    pub data: RwLock<HashMap<String, CollState>>,
+    /// Held by every write and by a whole transaction, so a transaction sees no
+    /// concurrent writer and commits without losing anyone's update.
+    pub gate: tokio::sync::Mutex<()>,
+    pub feed: Arc<Feed>,
+    pub locks: Arc<MemoryLocks>,
+    pub closed: AtomicBool,
+}
+
+impl Shared {
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Connection("memory store is closed".into()));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn poisoned() -> StoreError {
+    StoreError::Backend {
+        message: "memory store lock poisoned".into(),
+        source: None,
+    }
+}
+
+/// The in-process store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+    idempotency: Arc<MemoryIdempotency>,
+    checkpoints: Arc<MemoryCheckpoints>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(config: MemoryConfig) -> Self {
+        let clock = config.clock;
+        MemoryStore {
+            shared: Arc::new(Shared {
+                clock: Arc::clone(&clock),
+                data: RwLock::new(HashMap::new()),
+                gate: tokio::sync::Mutex::new(()),
+                feed: Arc::new(Feed::new(config.feed_retention, Arc::clone(&clock))),
+                locks: Arc::new(MemoryLocks::new(Arc::clone(&clock))),
+                closed: AtomicBool::new(false),
+            }),
+            idempotency: Arc::new(MemoryIdempotency::new(clock)),
+            checkpoints: Arc::new(MemoryCheckpoints::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            transactions: true,
+            row_locks: true,
+            change_feed: true,
+            change_feed_order: "collection",
+            sort_any_field: true,
+            filter_any_field: true,
+            aggregates: true,
+            claim: true,
+            notes: vec!["in-process: data lives as long as the store value".into()],
+        }
+    }
+
+    async fn health(&self) -> Result<HealthReport> {
+        let started = Instant::now();
+        self.shared.check_open()?;
+        drop(self.shared.data.read().map_err(|_| poisoned())?);
+        Ok(HealthReport {
+            backend: "memory",
+            server: "in-process".into(),
+            latency: started.elapsed(),
+        })
+    }
+
+    async fn migrate(&self, schemas: &[&'static Schema]) -> Result<MigrationReport> {
+        self.shared.check_open()?;
+        let _gate = self.shared.gate.lock().await;
+        let mut data = self.shared.data.write().map_err(|_| poisoned())?;
+        let mut report = MigrationReport::default();
+        for schema in schemas {
+            let step = format!("collection {}", schema.name());
+            if data.contains_key(schema.name()) {
+                report.unchanged.push(step);
+            } else {
+                data.insert(schema.name().to_owned(), CollState::new(schema));
+                report.applied.push(step);
+            }
+        }
+        Ok(report)
+    }
+
+    fn collection(&self, schema: &'static Schema) -> Result<Arc<dyn Collection>> {
+        self.shared.check_open()?;
+        Ok(Arc::new(MemCollection::new(
+            Arc::clone(&self.shared),
+            schema,
+            None,
+        )))
+    }
+
+    fn change_feed(&self) -> Arc<dyn ChangeFeed> {
+        Arc::new(MemoryFeed(Arc::clone(&self.shared.feed)))
+    }
+
+    fn locks(&self) -> Arc<dyn LockManager> {
+        Arc::clone(&self.shared.locks) as Arc<dyn LockManager>
+    }
+
+    fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        Arc::clone(&self.idempotency) as Arc<dyn IdempotencyStore>
+    }
+
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        Arc::clone(&self.checkpoints) as Arc<dyn CheckpointStore>
+    }
+
+    async fn transaction<'a>(&self, _options: TxOptions, work: &TxWork<'a>) -> Result<()> {
+        self.shared.check_open()?;
+        // Transactions run one at a time and exclude plain writes, so they are
+        // serializable and never need a conflict retry.
+        let _gate = self.shared.gate.lock().await;
+        let inner = Arc::new(TxInner {
+            shared: Arc::clone(&self.shared),
+            state: Mutex::new(TxState::open()),
+        });
+        let outcome = work(Arc::new(MemTx(Arc::clone(&inner))) as TxHandle).await;
+        let state = {
+            let mut guard = inner.state.lock().map_err(|_| poisoned())?;
+            std::mem::replace(&mut *guard, TxState::closed())
+        };
+        outcome?;
+        let mut data = self.shared.data.write().map_err(|_| poisoned())?;
+        for (name, coll) in state.colls {
+            data.insert(name, coll);
+        }
+        drop(data);
+        for (name, changes) in state.changes {
+            self.shared.feed.publish(&name, changes);
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Writes of an open transaction: private copies of the collections it touched.
+pub(crate) struct TxState {
+    pub open: bool,
+    pub colls: HashMap<String, CollState>,
+    pub changes: Vec<(String, Vec<Change>)>,
+}
+
+impl TxState {
+    fn open() -> Self {
+        TxState {
+            open: true,
+            colls: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+    fn closed() -> Self {
+        TxState {
+            open: false,
+            ..TxState::open()
+        }
+    }
+}
+
+/// An open transaction; collections handed out share its state.
+pub(crate) struct MemTx(Arc<TxInner>);
+
+pub(crate) struct TxInner {
+    pub shared: Arc<Shared>,
+    pub state: Mutex<TxState>,
+}
+
+#[async_trait]
+impl Transaction for MemTx {
+    fn collection(&self, schema: &'static Schema) -> Result<Arc<dyn Collection>> {
+        Ok(Arc::new(MemCollection::new(
+            Arc::clone(&self.0.shared),
+            schema,
+            Some(Arc::clone(&self.0)),
+        )))
+    }
+
+    async fn check_fence(&self, lease: &Lease) -> Result<()> {
+        self.0.shared.locks.check_held(lease)
+    }
+}

@@ -1,0 +1,508 @@
+//! One collection's committed or transaction-local state, and every operation on
+//! it. Pure in-memory code: callers hold the locks.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use opstore_domain::check::Checked;
+use opstore_domain::eval::{self, get_path, index_key};
+use opstore_domain::schema::check_key;
+use opstore_domain::{
+    Agg, ChangeOp, FieldType, Filter, Page, Query, Result, Schema, StoreError, Timestamp, Update,
+    UpdateCount, UpdateOp, Upserted, Value,
+};
+
+/// A change to publish on the feed once its write is committed.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub op: ChangeOp,
+    pub key: String,
+    pub doc: Option<Arc<Value>>,
+}
+
+/// Documents of one collection with secondary indexes on declared indexed fields.
+#[derive(Debug, Clone)]
+pub(crate) struct CollState {
+    pub schema: &'static Schema,
+    docs: HashMap<String, Arc<Value>>,
+    /// Indexed path -> canonical value -> keys.
+    indexes: HashMap<String, HashMap<String, BTreeSet<String>>>,
+}
+
+impl CollState {
+    pub fn new(schema: &'static Schema) -> Self {
+        let indexes = schema
+            .indexed_fields()
+            .map(|f| (f.path().to_owned(), HashMap::new()))
+            .collect();
+        CollState {
+            schema,
+            docs: HashMap::new(),
+            indexes,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.schema.name()
+    }
+
+    fn expired(&self, doc: &Value, now: Timestamp) -> bool {
+        let Some(ttl) = self.schema.ttl() else {
+            return false;
+        };
+        get_path(doc, &ttl.field)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Timestamp>().ok())
+            .is_some_and(|at| at.add(ttl.after) <= now)
+    }
+
+    /// Drops expired documents so they free their keys and unique values.
+    pub fn purge_expired(&mut self, now: Timestamp) -> u64 {
+        if self.schema.ttl().is_none() {
+            return 0;
+        }
+        let dead: Vec<String> = self
+            .docs
+            .iter()
+            .filter(|(_, d)| self.expired(d, now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &dead {
+            self.remove(key);
+        }
+        dead.len() as u64
+    }
+
+    fn put(&mut self, key: String, doc: Arc<Value>) {
+        if let Some(old) = self.docs.get(&key).cloned() {
+            self.unindex(&key, &old);
+        }
+        for (path, index) in &mut self.indexes {
+            if let Some(v) = get_path(&doc, path) {
+                index.entry(index_key(v)).or_default().insert(key.clone());
+            }
+        }
+        self.docs.insert(key, doc);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Arc<Value>> {
+        let old = self.docs.remove(key)?;
+        self.unindex(key, &old);
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &str, doc: &Value) {
+        for (path, index) in &mut self.indexes {
+            let Some(v) = get_path(doc, path) else {
+                continue;
+            };
+            let ik = index_key(v);
+            if let Some(keys) = index.get_mut(&ik) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    index.remove(&ik);
+                }
+            }
+        }
+    }
+
+    /// Fails with `Conflict` when `doc` would duplicate a unique value held by
+    /// another key (`pending` holds documents of the same batch).
+    fn check_unique(&self, key: &str, doc: &Value, pending: &[&Value]) -> Result<()> {
+        for field in self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| f.is_unique() && f.path() != self.schema.key())
+        {
+            let Some(v) = get_path(doc, field.path()) else {
+                continue;
+            };
+            let ik = index_key(v);
+            let taken = self
+                .indexes
+                .get(field.path())
+                .and_then(|i| i.get(&ik))
+                .is_some_and(|keys| keys.iter().any(|k| k != key));
+            let in_batch = pending
+                .iter()
+                .any(|p| get_path(p, field.path()).is_some_and(|w| index_key(w) == ik));
+            if taken || in_batch {
+                return Err(StoreError::Conflict(format!(
+                    "`{}` already has a document with {} = {v} (inserting `{key}`)",
+                    self.name(),
+                    field.path()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn key_of<'a>(&self, doc: &'a Value) -> &'a str {
+        doc.get(self.schema.key())
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, key: &str, now: Timestamp) -> Option<Arc<Value>> {
+        self.docs
+            .get(key)
+            .filter(|d| !self.expired(d, now))
+            .cloned()
+    }
+
+    pub fn insert(&mut self, doc: Value, now: Timestamp) -> Result<Change> {
+        self.purge_expired(now);
+        self.schema.check_document(&doc)?;
+        let key = self.key_of(&doc).to_owned();
+        if self.docs.contains_key(&key) {
+            return Err(StoreError::Conflict(format!(
+                "`{}` already has a document with key `{key}`",
+                self.name()
+            )));
+        }
+        self.check_unique(&key, &doc, &[])?;
+        let doc = Arc::new(doc);
+        self.put(key.clone(), Arc::clone(&doc));
+        Ok(Change {
+            op: ChangeOp::Insert,
+            key,
+            doc: Some(doc),
+        })
+    }
+
+    pub fn insert_many(&mut self, docs: Vec<Value>, now: Timestamp) -> Result<Vec<Change>> {
+        self.purge_expired(now);
+        for (i, doc) in docs.iter().enumerate() {
+            self.schema.check_document(doc)?;
+            let key = self.key_of(doc);
+            let dup_in_batch = docs[..i].iter().any(|d| self.key_of(d) == key);
+            if dup_in_batch || self.docs.contains_key(key) {
+                return Err(StoreError::Conflict(format!(
+                    "`{}` already has a document with key `{key}` (batch of {}, nothing inserted)",
+                    self.name(),
+                    docs.len()
+                )));
+            }
+            let earlier: Vec<&Value> = docs[..i].iter().collect();
+            self.check_unique(key, doc, &earlier)?;
+        }
+        let mut changes = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let key = self.key_of(&doc).to_owned();
+            let doc = Arc::new(doc);
+            self.put(key.clone(), Arc::clone(&doc));
+            changes.push(Change {
+                op: ChangeOp::Insert,
+                key,
+                doc: Some(doc),
+            });
+        }
+        Ok(changes)
+    }
+
+    /// Keys of candidate documents: an index lookup when the filter pins an
+    /// indexed field or the key, else every key.
+    fn candidates(&self, filter: &Filter) -> Vec<&Arc<Value>> {
+        for (path, value) in filter.required_equalities() {
+            if path == self.schema.key() {
+                return value
+                    .as_str()
+                    .and_then(|k| self.docs.get(k))
+                    .into_iter()
+                    .collect();
+            }
+            if let Some(index) = self.indexes.get(path) {
+                let Some(keys) = index.get(&index_key(value)) else {
+                    return Vec::new();
+                };
+                return keys.iter().filter_map(|k| self.docs.get(k)).collect();
+            }
+        }
+        self.docs.values().collect()
+    }
+
+    fn matching(&self, filter: &Filter, now: Timestamp) -> Vec<Arc<Value>> {
+        self.candidates(filter)
+            .into_iter()
+            .filter(|d| eval::matches(filter, d) && !self.expired(d, now))
+            .cloned()
+            .collect()
+    }
+
+    fn sorted(&self, query: &Query, now: Timestamp) -> Vec<Arc<Value>> {
+        let mut docs = self.matching(&query.filter, now);
+        let mut sort = query.sort.clone();
+        sort.extend(self.schema.default_sort().iter().cloned());
+        docs.sort_by(|a, b| eval::compare_docs(a, b, &sort, self.schema.key()));
+        docs
+    }
+
+    pub fn find(&self, query: &Checked<Query>, now: Timestamp) -> Vec<Arc<Value>> {
+        window(self.sorted(query, now), query.skip, query.limit)
+    }
+
+    pub fn find_page(&self, query: &Checked<Query>, now: Timestamp) -> Page<Arc<Value>> {
+        let docs = self.sorted(query, now);
+        let total = docs.len() as u64;
+        Page {
+            items: window(docs, query.skip, query.limit),
+            total,
+        }
+    }
+
+    pub fn count(&self, filter: &Checked<Filter>, now: Timestamp) -> u64 {
+        self.candidates(filter)
+            .into_iter()
+            .filter(|d| eval::matches(filter, d) && !self.expired(d, now))
+            .count() as u64
+    }
+
+    /// Applies an update to a stored document; returns the new document and
+    /// whether it changed.
+    fn apply(&mut self, old: &Value, update: &Update, inserting: bool) -> Result<(Value, bool)> {
+        let mut doc = old.clone();
+        let changed = eval::apply_update(&mut doc, update, inserting);
+        normalize_sets(self.schema, &mut doc, update);
+        self.schema.check_document(&doc)?;
+        let key = self.key_of(&doc).to_owned();
+        if changed {
+            self.check_unique(&key, &doc, &[])?;
+        }
+        Ok((doc, changed))
+    }
+
+    pub fn update_one(
+        &mut self,
+        key: &str,
+        update: &Checked<Update>,
+        now: Timestamp,
+    ) -> Result<(Value, Option<Change>)> {
+        self.purge_expired(now);
+        let Some(old) = self.docs.get(key).cloned() else {
+            return Err(StoreError::NotFound(format!(
+                "update of `{key}` in `{}`: no such document",
+                self.name()
+            )));
+        };
+        let (doc, changed) = self.apply(&old, update, false)?;
+        if !changed {
+            return Ok((doc, None));
+        }
+        let arc = Arc::new(doc.clone());
+        self.put(key.to_owned(), Arc::clone(&arc));
+        Ok((
+            doc,
+            Some(Change {
+                op: ChangeOp::Update,
+                key: key.to_owned(),
+                doc: Some(arc),
+            }),
+        ))
+    }
+
+    pub fn update_many(
+        &mut self,
+        filter: &Checked<Filter>,
+        update: &Checked<Update>,
+        now: Timestamp,
+    ) -> Result<(UpdateCount, Vec<Change>)> {
+        self.purge_expired(now);
+        let targets = self.matching(filter, now);
+        // Compute every new document first so a failure writes nothing.
+        let mut writes = Vec::new();
+        for old in &targets {
+            let (doc, changed) = self.apply(old, update, false)?;
+            if changed {
+                writes.push((self.key_of(old).to_owned(), doc));
+            }
+        }
+        let counts = UpdateCount {
+            matched: targets.len() as u64,
+            modified: writes.len() as u64,
+        };
+        let mut changes = Vec::with_capacity(writes.len());
+        for (key, doc) in writes {
+            let arc = Arc::new(doc);
+            self.check_unique(&key, &arc, &[])?;
+            self.put(key.clone(), Arc::clone(&arc));
+            changes.push(Change {
+                op: ChangeOp::Update,
+                key,
+                doc: Some(arc),
+            });
+        }
+        Ok((counts, changes))
+    }
+
+    pub fn upsert(
+        &mut self,
+        key: &str,
+        update: &Checked<Update>,
+        now: Timestamp,
+    ) -> Result<(Upserted<Value>, Option<Change>)> {
+        self.purge_expired(now);
+        check_key(self.name(), key)?;
+        if self.docs.contains_key(key) {
+            let (document, change) = self.update_one(key, update, now)?;
+            return Ok((
+                Upserted {
+                    inserted: false,
+                    document,
+                },
+                change,
+            ));
+        }
+        let mut seed = serde_json::Map::new();
+        seed.insert(self.schema.key().to_owned(), Value::String(key.to_owned()));
+        let (doc, _) = self
+            .apply(&Value::Object(seed), update, true)
+            .map_err(|e| match e {
+                StoreError::Validation(m) => {
+                    StoreError::Validation(format!("upsert would insert an invalid document: {m}"))
+                }
+                other => other,
+            })?;
+        let change = self.insert(doc.clone(), now)?;
+        Ok((
+            Upserted {
+                inserted: true,
+                document: doc,
+            },
+            Some(change),
+        ))
+    }
+
+    pub fn replace(&mut self, doc: Value, now: Timestamp) -> Result<Change> {
+        self.purge_expired(now);
+        self.schema.check_document(&doc)?;
+        let key = self.key_of(&doc).to_owned();
+        if !self.docs.contains_key(&key) {
+            return Err(StoreError::NotFound(format!(
+                "replace of `{key}` in `{}`: no such document",
+                self.name()
+            )));
+        }
+        self.check_unique(&key, &doc, &[])?;
+        let doc = Arc::new(doc);
+        self.put(key.clone(), Arc::clone(&doc));
+        Ok(Change {
+            op: ChangeOp::Replace,
+            key,
+            doc: Some(doc),
+        })
+    }
+
+    pub fn delete(&mut self, key: &str, now: Timestamp) -> Option<Change> {
+        self.purge_expired(now);
+        self.remove(key).map(|_| Change {
+            op: ChangeOp::Delete,
+            key: key.to_owned(),
+            doc: None,
+        })
+    }
+
+    pub fn delete_many(&mut self, filter: &Checked<Filter>, now: Timestamp) -> Vec<Change> {
+        self.purge_expired(now);
+        let keys: Vec<String> = self
+            .matching(filter, now)
+            .iter()
+            .map(|d| self.key_of(d).to_owned())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.delete(&k, now))
+            .collect()
+    }
+
+    pub fn count_by(
+        &self,
+        filter: &Checked<Filter>,
+        path: &str,
+        now: Timestamp,
+    ) -> Vec<(Value, u64)> {
+        let mut groups: HashMap<String, (Value, u64)> = HashMap::new();
+        for doc in self.matching(filter, now) {
+            let v = get_path(&doc, path).cloned().unwrap_or(Value::Null);
+            groups.entry(index_key(&v)).or_insert((v, 0)).1 += 1;
+        }
+        let mut out: Vec<(Value, u64)> = groups.into_values().collect();
+        out.sort_by(|a, b| {
+            eval::sort_cmp(
+                Some(&a.0).filter(|v| !v.is_null()),
+                Some(&b.0).filter(|v| !v.is_null()),
+            )
+        });
+        out
+    }
+
+    pub fn aggregate(
+        &self,
+        filter: &Checked<Filter>,
+        path: &str,
+        agg: Agg,
+        ty: FieldType,
+        now: Timestamp,
+    ) -> Value {
+        let mut acc = eval::aggregate_start(agg);
+        if agg == Agg::Sum && ty == FieldType::Float {
+            acc = Value::from(0.0);
+        }
+        for doc in self.matching(filter, now) {
+            acc = eval::fold_aggregate(agg, acc, get_path(&doc, path));
+        }
+        acc
+    }
+
+    pub fn claim(
+        &mut self,
+        query: &Checked<Query>,
+        update: &Checked<Update>,
+        now: Timestamp,
+    ) -> Result<(Vec<Value>, Vec<Change>)> {
+        self.purge_expired(now);
+        let targets = self.find(query, now);
+        let mut out = Vec::with_capacity(targets.len());
+        let mut changes = Vec::new();
+        for old in targets {
+            let key = self.key_of(&old).to_owned();
+            let (doc, change) = self.update_one(&key, update, now)?;
+            out.push(doc);
+            changes.extend(change);
+        }
+        Ok((out, changes))
+    }
+}
+
+/// Skip and limit (0 = all) over a sorted list.
+fn window(docs: Vec<Arc<Value>>, skip: u64, limit: u64) -> Vec<Arc<Value>> {
+    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+    let limit = if limit == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(limit).unwrap_or(usize::MAX)
+    };
+    docs.into_iter().skip(skip).take(limit).collect()
+}
+
+/// Set-typed fields hold each value once: a push of a present value is a no-op.
+pub(crate) fn normalize_sets(schema: &Schema, doc: &mut Value, update: &Update) {
+    for op in &update.ops {
+        let UpdateOp::Push(path, _) = op else {
+            continue;
+        };
+        if !matches!(schema.field(path).map(|f| f.ty()), Some(FieldType::Set(_))) {
+            continue;
+        }
+        if let Some(Value::Array(items)) = pointer_mut(doc, path) {
+            eval::dedup_array(items);
+        }
+    }
+}
+
+fn pointer_mut<'a>(doc: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    let mut cur = doc;
+    for seg in path.split('.') {
+        cur = cur.as_object_mut()?.get_mut(seg)?;
+    }
+    Some(cur)
+}
