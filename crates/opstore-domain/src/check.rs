@@ -42,7 +42,10 @@ impl Schema {
 
     fn check_filter_inner(&self, filter: &Filter, depth: usize) -> Result<()> {
         if depth > 32 {
-            return invalid(format!("filter on `{}` nests deeper than 32 levels", self.name()));
+            return invalid(format!(
+                "filter on `{}` nests deeper than 32 levels",
+                self.name()
+            ));
         }
         match filter {
             Filter::All => Ok(()),
@@ -50,25 +53,39 @@ impl Schema {
             Filter::Gt(p, v) | Filter::Gte(p, v) | Filter::Lt(p, v) | Filter::Lte(p, v) => {
                 let ty = self.resolve(p)?;
                 if !(ty.is_sortable() || ty == FieldType::Json) {
-                    return invalid(format!("range comparison on non-scalar field `{p}` of `{}`", self.name()));
+                    return invalid(format!(
+                        "range comparison on non-scalar field `{p}` of `{}`",
+                        self.name()
+                    ));
                 }
                 if v.is_null() || v.is_array() || v.is_object() {
-                    return invalid(format!("range comparison on `{p}` needs a scalar value, got {}", type_name(v)));
+                    return invalid(format!(
+                        "range comparison on `{p}` needs a scalar value, got {}",
+                        type_name(v)
+                    ));
                 }
                 self.check_operand(p, v, "range")
             }
             Filter::In(p, vs) | Filter::Nin(p, vs) => {
                 if vs.len() > MAX_IN_LIST {
-                    return invalid(format!("in/nin on `{p}` lists {} values; at most {MAX_IN_LIST}", vs.len()));
+                    return invalid(format!(
+                        "in/nin on `{p}` lists {} values; at most {MAX_IN_LIST}",
+                        vs.len()
+                    ));
                 }
-                vs.iter().try_for_each(|v| self.check_operand(p, v, "in/nin"))
+                vs.iter()
+                    .try_for_each(|v| self.check_operand(p, v, "in/nin"))
             }
             Filter::Exists(p, _) => self.resolve(p).map(drop),
             Filter::ContainsCi(p, _) => match self.resolve(p)? {
                 FieldType::String | FieldType::Json => Ok(()),
-                ty => invalid(format!("contains on `{p}` needs a string field, `{p}` is {ty:?}")),
+                ty => invalid(format!(
+                    "contains on `{p}` needs a string field, `{p}` is {ty:?}"
+                )),
             },
-            Filter::And(fs) | Filter::Or(fs) => fs.iter().try_for_each(|f| self.check_filter_inner(f, depth + 1)),
+            Filter::And(fs) | Filter::Or(fs) => fs
+                .iter()
+                .try_for_each(|f| self.check_filter_inner(f, depth + 1)),
             Filter::Not(f) => self.check_filter_inner(f, depth + 1),
         }
     }
@@ -94,7 +111,10 @@ impl Schema {
             let path = op.path();
             let ty = self.resolve(path)?;
             if path == self.key() {
-                return invalid(format!("the key field `{path}` of `{}` cannot be updated", self.name()));
+                return invalid(format!(
+                    "the key field `{path}` of `{}` cannot be updated",
+                    self.name()
+                ));
             }
             for other in &update.ops[..i] {
                 let o = other.path();
@@ -107,7 +127,10 @@ impl Schema {
                 UpdateOp::Set(_, v) | UpdateOp::SetOnInsert(_, v) => {
                     if v.is_null() {
                         if !optional {
-                            return invalid(format!("`{path}` of `{}` is required and cannot be null", self.name()));
+                            return invalid(format!(
+                                "`{path}` of `{}` is required and cannot be null",
+                                self.name()
+                            ));
                         }
                     } else {
                         self.check_value(path, ty, v)?;
@@ -115,7 +138,10 @@ impl Schema {
                 }
                 UpdateOp::Unset(_) => {
                     if !optional {
-                        return invalid(format!("`{path}` of `{}` is required and cannot be unset", self.name()));
+                        return invalid(format!(
+                            "`{path}` of `{}` is required and cannot be unset",
+                            self.name()
+                        ));
                     }
                 }
                 UpdateOp::Inc(_, v) => {
@@ -164,7 +190,11 @@ impl Schema {
             return Ok(());
         }
         let prefix = format!("{path}.");
-        for field in self.fields().iter().filter(|f| f.path().starts_with(&prefix)) {
+        for field in self
+            .fields()
+            .iter()
+            .filter(|f| f.path().starts_with(&prefix))
+        {
             let rel = &field.path()[prefix.len()..];
             match crate::eval::get_path(value, rel) {
                 None if field.is_optional() => {}
@@ -206,7 +236,10 @@ impl Schema {
         if ty.is_sortable() {
             return Ok(ty);
         }
-        invalid(format!("cannot sort on `{path}` of `{}`: it is {ty:?}, not a scalar", self.name()))
+        invalid(format!(
+            "cannot sort on `{path}` of `{}`: it is {ty:?}, not a scalar",
+            self.name()
+        ))
     }
 
     /// Validates a single-field aggregate and returns the field type.
@@ -217,14 +250,20 @@ impl Schema {
                 if ty.is_sortable() {
                     return Ok(ty);
                 }
-                invalid(format!("count-by on `{path}` of `{}` needs a scalar field, it is {ty:?}", self.name()))
+                invalid(format!(
+                    "count-by on `{path}` of `{}` needs a scalar field, it is {ty:?}",
+                    self.name()
+                ))
             }
             Some(Agg::Sum) => {
                 let ty = self.resolve(path)?;
                 if matches!(ty, FieldType::Int | FieldType::Float) {
                     return Ok(ty);
                 }
-                invalid(format!("sum on `{path}` of `{}` needs a number field, it is {ty:?}", self.name()))
+                invalid(format!(
+                    "sum on `{path}` of `{}` needs a number field, it is {ty:?}",
+                    self.name()
+                ))
             }
             Some(Agg::Min | Agg::Max) => self.check_sortable(path),
         }
@@ -239,7 +278,9 @@ fn accepts_operand(ty: FieldType, value: &Value) -> bool {
 }
 
 fn is_prefix(parent: &str, child: &str) -> bool {
-    child.len() > parent.len() && child.starts_with(parent) && child.as_bytes()[parent.len()] == b'.'
+    child.len() > parent.len()
+        && child.starts_with(parent)
+        && child.as_bytes()[parent.len()] == b'.'
 }
 
 #[cfg(test)]
@@ -266,7 +307,9 @@ mod tests {
 
     #[test]
     fn inc_on_string_is_rejected() {
-        let err = schema().check_update(&Update::new().inc("name", 1)).unwrap_err();
+        let err = schema()
+            .check_update(&Update::new().inc("name", 1))
+            .unwrap_err();
         assert!(err.to_string().contains("inc on `name`"), "{err}");
     }
 
@@ -274,7 +317,11 @@ mod tests {
     fn wrong_value_type_is_rejected() {
         assert!(schema().check_filter(&Filter::eq("count", "x")).is_err());
         assert!(schema().check_filter(&Filter::eq("count", 1.5)).is_ok());
-        assert!(schema().check_update(&Update::new().set("count", json!("1"))).is_err());
+        assert!(
+            schema()
+                .check_update(&Update::new().set("count", json!("1")))
+                .is_err()
+        );
     }
 
     #[test]
@@ -285,6 +332,10 @@ mod tests {
 
     #[test]
     fn sort_on_list_is_rejected() {
-        assert!(schema().check_query(&Query::new().sort_asc("tags")).is_err());
+        assert!(
+            schema()
+                .check_query(&Query::new().sort_asc("tags"))
+                .is_err()
+        );
     }
 }

@@ -79,7 +79,10 @@ impl StoreError {
 
     /// A backend error with a source.
     pub fn backend(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        StoreError::Backend { message: message.into(), source: Some(source.into()) }
+        StoreError::Backend {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// Whether retrying the same call later may succeed (connection loss, timeouts).

@@ -32,7 +32,9 @@ pub fn set_path(doc: &mut Value, path: &str, value: Value) {
             map.insert(seg.to_owned(), value);
             return;
         }
-        cur = map.entry(seg.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        cur = map
+            .entry(seg.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
@@ -58,9 +60,13 @@ pub fn remove_path(doc: &mut Value, path: &str) -> bool {
 pub fn values_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => compare_numbers(x, y) == Ordering::Equal,
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
         }
         _ => a == b,
     }
@@ -102,7 +108,9 @@ fn kind_rank(v: Option<&Value>) -> u8 {
 /// Sort order of two optional values (absent/null first).
 pub fn sort_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
-        (Some(x), Some(y)) => compare_values(x, y).unwrap_or_else(|| kind_rank(a).cmp(&kind_rank(b))),
+        (Some(x), Some(y)) => {
+            compare_values(x, y).unwrap_or_else(|| kind_rank(a).cmp(&kind_rank(b)))
+        }
         _ => kind_rank(a).cmp(&kind_rank(b)),
     }
 }
@@ -144,7 +152,11 @@ fn cmp_at(doc: &Value, path: &str, v: &Value) -> Option<Ordering> {
 pub fn compare_docs(a: &Value, b: &Value, sort: &[SortKey], key_path: &str) -> Ordering {
     for key in sort {
         let ord = sort_cmp(get_path(a, &key.path), get_path(b, &key.path));
-        let ord = if key.dir == SortDir::Desc { ord.reverse() } else { ord };
+        let ord = if key.dir == SortDir::Desc {
+            ord.reverse()
+        } else {
+            ord
+        };
         if ord != Ordering::Equal {
             return ord;
         }
@@ -222,7 +234,11 @@ pub fn fold_aggregate(agg: Agg, acc: Value, v: Option<&Value>) -> Value {
                 return v.clone();
             }
             let ord = sort_cmp(Some(v), Some(&acc));
-            let better = if agg == Agg::Min { ord.is_lt() } else { ord.is_gt() };
+            let better = if agg == Agg::Min {
+                ord.is_lt()
+            } else {
+                ord.is_gt()
+            };
             if better { v.clone() } else { acc }
         }
     }
@@ -282,7 +298,11 @@ mod tests {
     fn update_reports_modification() {
         let mut doc = json!({"a": 1});
         assert!(!apply_update(&mut doc, &Update::new().set("a", 1.0), false));
-        assert!(apply_update(&mut doc, &Update::new().inc("a", 2).push("l", "x"), false));
+        assert!(apply_update(
+            &mut doc,
+            &Update::new().inc("a", 2).push("l", "x"),
+            false
+        ));
         assert!(values_equal(&doc, &json!({"a": 3, "l": ["x"]})), "{doc}");
     }
 }

@@ -24,12 +24,16 @@ pub mod time;
 
 pub use check::Checked;
 pub use error::{BoxError, Result, StoreError};
-pub use ports::collection::{Collection, CollectionRepository, Repository, Upserted, from_document, to_document};
+pub use ports::collection::{
+    Collection, CollectionRepository, Repository, Upserted, from_document, to_document,
+};
 pub use ports::coordination::{Begin, CheckpointStore, IdempotencyStore, Lease, LockManager};
-pub use ports::feed::{ChangeEvent, ChangeFeed, ChangeOp, ChangeStream, ResumeToken, StartAt, WatchRequest};
+pub use ports::feed::{
+    ChangeEvent, ChangeFeed, ChangeOp, ChangeStream, ResumeToken, StartAt, WatchRequest,
+};
 pub use ports::store::{
-    Capabilities, HealthReport, Isolation, MigrationReport, Store, StoreExt, Transaction, TxExt, TxHandle,
-    TxOptions, TxWork, run_transaction,
+    Capabilities, HealthReport, Isolation, MigrationReport, Store, StoreExt, Transaction, TxExt,
+    TxHandle, TxOptions, TxWork, run_transaction,
 };
 pub use query::{Agg, Filter, Page, Query, SortDir, SortKey, Update, UpdateCount, UpdateOp};
 pub use schema::{Entity, Field, FieldType, ScalarType, Schema, SchemaBuilder, Ttl};

@@ -77,11 +77,17 @@ impl Filter {
     }
     /// `path` is one of `values`.
     pub fn is_in<V: Into<Value>>(path: &str, values: impl IntoIterator<Item = V>) -> Self {
-        Filter::In(path.to_owned(), values.into_iter().map(Into::into).collect())
+        Filter::In(
+            path.to_owned(),
+            values.into_iter().map(Into::into).collect(),
+        )
     }
     /// `path` is none of `values`.
     pub fn not_in<V: Into<Value>>(path: &str, values: impl IntoIterator<Item = V>) -> Self {
-        Filter::Nin(path.to_owned(), values.into_iter().map(Into::into).collect())
+        Filter::Nin(
+            path.to_owned(),
+            values.into_iter().map(Into::into).collect(),
+        )
     }
     /// `path` is present and not null.
     pub fn exists(path: &str) -> Self {
@@ -208,7 +214,8 @@ impl Update {
     }
     /// Sets `path` only when an upsert inserts.
     pub fn set_on_insert(mut self, path: &str, value: impl Into<Value>) -> Self {
-        self.ops.push(UpdateOp::SetOnInsert(path.to_owned(), value.into()));
+        self.ops
+            .push(UpdateOp::SetOnInsert(path.to_owned(), value.into()));
         self
     }
     /// Whether there is nothing to do.
@@ -254,7 +261,12 @@ pub struct Query {
 
 impl Default for Query {
     fn default() -> Self {
-        Query { filter: Filter::All, sort: Vec::new(), skip: 0, limit: 0 }
+        Query {
+            filter: Filter::All,
+            sort: Vec::new(),
+            skip: 0,
+            limit: 0,
+        }
     }
 }
 
@@ -265,16 +277,25 @@ impl Query {
     }
     /// Documents matching `filter`.
     pub fn filter(filter: Filter) -> Self {
-        Query { filter, ..Query::default() }
+        Query {
+            filter,
+            ..Query::default()
+        }
     }
     /// Adds an ascending sort key.
     pub fn sort_asc(mut self, path: &str) -> Self {
-        self.sort.push(SortKey { path: path.to_owned(), dir: SortDir::Asc });
+        self.sort.push(SortKey {
+            path: path.to_owned(),
+            dir: SortDir::Asc,
+        });
         self
     }
     /// Adds a descending sort key.
     pub fn sort_desc(mut self, path: &str) -> Self {
-        self.sort.push(SortKey { path: path.to_owned(), dir: SortDir::Desc });
+        self.sort.push(SortKey {
+            path: path.to_owned(),
+            dir: SortDir::Desc,
+        });
         self
     }
     /// Skips `n` documents.

@@ -109,12 +109,12 @@ impl FieldType {
         match self {
             FieldType::Object => value.is_object(),
             FieldType::Json => true,
-            FieldType::List(s) | FieldType::Set(s) => {
-                value.as_array().is_some_and(|items| items.iter().all(|v| scalar_accepts(s, v)))
-            }
-            FieldType::Map(s) => {
-                value.as_object().is_some_and(|m| m.values().all(|v| scalar_accepts(s, v)))
-            }
+            FieldType::List(s) | FieldType::Set(s) => value
+                .as_array()
+                .is_some_and(|items| items.iter().all(|v| scalar_accepts(s, v))),
+            FieldType::Map(s) => value
+                .as_object()
+                .is_some_and(|m| m.values().all(|v| scalar_accepts(s, v))),
             other => other.scalar().is_some_and(|s| scalar_accepts(s, value)),
         }
     }
@@ -135,9 +135,10 @@ pub fn scalar_accepts(s: ScalarType, value: &Value) -> bool {
         ScalarType::Int => value.is_i64() || value.is_u64() && value.as_i64().is_some(),
         ScalarType::Float => value.is_number(),
         ScalarType::Bool => value.is_boolean(),
-        ScalarType::Timestamp => {
-            value.as_str().is_some_and(|s| s.parse::<crate::Timestamp>().is_ok_and(|t| t.to_text() == s))
-        }
+        ScalarType::Timestamp => value.as_str().is_some_and(|s| {
+            s.parse::<crate::Timestamp>()
+                .is_ok_and(|t| t.to_text() == s)
+        }),
     }
 }
 
@@ -154,7 +155,13 @@ pub struct Field {
 impl Field {
     /// A required, unindexed field at a dotted `path`.
     pub fn new(path: &str, ty: FieldType) -> Self {
-        Field { path: path.to_owned(), ty, indexed: false, unique: false, optional: false }
+        Field {
+            path: path.to_owned(),
+            ty,
+            indexed: false,
+            unique: false,
+            optional: false,
+        }
     }
 
     /// Adds a secondary index.
@@ -276,7 +283,9 @@ impl Schema {
     }
     /// Fields with a secondary index (the key excluded).
     pub fn indexed_fields(&self) -> impl Iterator<Item = &Field> {
-        self.fields.iter().filter(|f| f.indexed && f.path != self.key)
+        self.fields
+            .iter()
+            .filter(|f| f.indexed && f.path != self.key)
     }
 
     /// Resolves a dotted path to the type it addresses.
@@ -295,11 +304,17 @@ impl Schema {
                 return match field.ty {
                     FieldType::Json => Ok(FieldType::Json),
                     FieldType::Map(s) if !path[i + 1..].contains('.') => Ok(scalar_field_type(s)),
-                    _ => invalid(format!("unknown field path `{path}` in collection `{}`", self.name)),
+                    _ => invalid(format!(
+                        "unknown field path `{path}` in collection `{}`",
+                        self.name
+                    )),
                 };
             }
         }
-        invalid(format!("unknown field path `{path}` in collection `{}`", self.name))
+        invalid(format!(
+            "unknown field path `{path}` in collection `{}`",
+            self.name
+        ))
     }
 
     /// Checks that a whole document matches the schema: an object, with a string key,
@@ -310,7 +325,10 @@ impl Schema {
         };
         let key = obj.get(&self.key).and_then(Value::as_str);
         let Some(key) = key else {
-            return invalid(format!("document for `{}` has no string key field `{}`", self.name, self.key));
+            return invalid(format!(
+                "document for `{}` has no string key field `{}`",
+                self.name, self.key
+            ));
         };
         check_key(&self.name, key)?;
         for field in &self.fields {
@@ -341,7 +359,8 @@ impl Schema {
     fn parent_absent(&self, doc: &Value, path: &str) -> bool {
         path.match_indices('.').any(|(i, _)| {
             let parent = &path[..i];
-            self.field(parent).is_some_and(|f| f.optional) && crate::eval::get_path(doc, parent).is_none()
+            self.field(parent).is_some_and(|f| f.optional)
+                && crate::eval::get_path(doc, parent).is_none()
         })
     }
 }
@@ -378,10 +397,15 @@ pub fn check_key(collection: &str, key: &str) -> Result<()> {
         return invalid(format!("empty key in `{collection}`"));
     }
     if key.len() > MAX_KEY_LEN {
-        return invalid(format!("key in `{collection}` is {} bytes; at most {MAX_KEY_LEN} allowed", key.len()));
+        return invalid(format!(
+            "key in `{collection}` is {} bytes; at most {MAX_KEY_LEN} allowed",
+            key.len()
+        ));
     }
     if key.chars().any(char::is_control) {
-        return invalid(format!("key in `{collection}` contains a control character"));
+        return invalid(format!(
+            "key in `{collection}` contains a control character"
+        ));
     }
     Ok(())
 }
@@ -391,20 +415,33 @@ pub fn check_key(collection: &str, key: &str) -> Result<()> {
 pub fn check_name(kind: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'));
-    if ok { Ok(()) } else { invalid(format!("invalid {kind} name {name:?}: use 1-128 of [A-Za-z0-9_.:/-]")) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'));
+    if ok {
+        Ok(())
+    } else {
+        invalid(format!(
+            "invalid {kind} name {name:?}: use 1-128 of [A-Za-z0-9_.:/-]"
+        ))
+    }
 }
 
 fn check_path_syntax(collection: &str, path: &str) -> Result<()> {
     let ok = !path.is_empty()
         && path.len() <= 256
         && path.split('.').all(|seg| {
-            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         });
     if ok {
         Ok(())
     } else {
-        invalid(format!("malformed field path {path:?} for collection `{collection}`"))
+        invalid(format!(
+            "malformed field path {path:?} for collection `{collection}`"
+        ))
     }
 }
 
@@ -412,7 +449,11 @@ impl SchemaBuilder {
     /// Declares a field.
     pub fn field(mut self, field: Field) -> Self {
         if field.path == self.schema.key {
-            self.schema.fields[0] = Field { ty: FieldType::String, optional: false, ..field };
+            self.schema.fields[0] = Field {
+                ty: FieldType::String,
+                optional: false,
+                ..field
+            };
         } else {
             self.schema.fields.push(field);
         }
@@ -427,13 +468,19 @@ impl SchemaBuilder {
 
     /// Documents expire `after` the instant in timestamp field `field`.
     pub fn ttl(mut self, field: &str, after: Duration) -> Self {
-        self.schema.ttl = Some(Ttl { field: field.to_owned(), after });
+        self.schema.ttl = Some(Ttl {
+            field: field.to_owned(),
+            after,
+        });
         self
     }
 
     /// Sort used when a query names none.
     pub fn default_sort(mut self, path: &str, dir: SortDir) -> Self {
-        self.schema.default_sort.push(SortKey { path: path.to_owned(), dir });
+        self.schema.default_sort.push(SortKey {
+            path: path.to_owned(),
+            dir,
+        });
         self
     }
 
@@ -464,7 +511,12 @@ impl SchemaBuilder {
             if let Some((parent, _)) = f.path.rsplit_once('.') {
                 match s.field(parent).map(Field::ty) {
                     Some(FieldType::Object) => {}
-                    _ => return invalid(format!("parent `{parent}` of `{}` must be declared as Object", f.path)),
+                    _ => {
+                        return invalid(format!(
+                            "parent `{parent}` of `{}` must be declared as Object",
+                            f.path
+                        ));
+                    }
                 }
             }
             if f.indexed && !f.ty.is_sortable() {
@@ -473,12 +525,22 @@ impl SchemaBuilder {
         }
         if let Some(ttl) = &s.ttl {
             if s.field(&ttl.field).map(Field::ty) != Some(FieldType::Timestamp) {
-                return invalid(format!("TTL field `{}` must be a declared Timestamp", ttl.field));
+                return invalid(format!(
+                    "TTL field `{}` must be a declared Timestamp",
+                    ttl.field
+                ));
             }
         }
-        for key in s.default_sort.iter().map(|k| &k.path).chain(&s.clustering_key) {
+        for key in s
+            .default_sort
+            .iter()
+            .map(|k| &k.path)
+            .chain(&s.clustering_key)
+        {
             if !s.field(key).is_some_and(|f| f.ty.is_sortable()) {
-                return invalid(format!("sort/clustering field `{key}` must be a declared scalar"));
+                return invalid(format!(
+                    "sort/clustering field `{key}` must be a declared scalar"
+                ));
             }
         }
         Ok(())
@@ -506,14 +568,21 @@ mod tests {
         assert_eq!(s.resolve("labels.team").unwrap(), FieldType::String);
         assert!(s.resolve("labels.team.x").unwrap_err().is_validation());
         assert!(s.resolve("status.other").unwrap_err().is_validation());
-        assert!(s.resolve("status.state'; drop table x").unwrap_err().is_validation());
+        assert!(
+            s.resolve("status.state'; drop table x")
+                .unwrap_err()
+                .is_validation()
+        );
     }
 
     #[test]
     fn check_document_names_the_field() {
         let s = schema();
-        let err = s.check_document(&serde_json::json!({"id": "a", "status": {"state": 3}})).unwrap_err();
+        let err = s
+            .check_document(&serde_json::json!({"id": "a", "status": {"state": 3}}))
+            .unwrap_err();
         assert!(err.to_string().contains("status.state"), "{err}");
-        s.check_document(&serde_json::json!({"id": "a", "status": {"state": "x"}})).unwrap();
+        s.check_document(&serde_json::json!({"id": "a", "status": {"state": "x"}}))
+            .unwrap();
     }
 }

@@ -45,7 +45,9 @@ impl Timestamp {
 
     /// The instant as a chrono value.
     pub fn to_datetime(self) -> DateTime<Utc> {
-        Utc.timestamp_micros(self.0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+        Utc.timestamp_micros(self.0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// From a chrono value (sub-microsecond digits are dropped).
@@ -55,12 +57,18 @@ impl Timestamp {
 
     /// This instant moved forward by `d` (saturating).
     pub fn add(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// This instant moved back by `d` (saturating).
     pub fn sub(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Time from `earlier` to `self`, zero when `earlier` is later.
@@ -70,7 +78,8 @@ impl Timestamp {
 
     /// The canonical text form.
     pub fn to_text(self) -> String {
-        self.to_datetime().to_rfc3339_opts(SecondsFormat::Micros, true)
+        self.to_datetime()
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
     }
 }
 

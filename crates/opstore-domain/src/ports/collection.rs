@@ -130,20 +130,28 @@ pub struct CollectionRepository<T> {
 
 impl<T> Clone for CollectionRepository<T> {
     fn clone(&self) -> Self {
-        CollectionRepository { inner: Arc::clone(&self.inner), _entity: PhantomData }
+        CollectionRepository {
+            inner: Arc::clone(&self.inner),
+            _entity: PhantomData,
+        }
     }
 }
 
 impl<T: Entity> std::fmt::Debug for CollectionRepository<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CollectionRepository").field("collection", &T::schema().name()).finish()
+        f.debug_struct("CollectionRepository")
+            .field("collection", &T::schema().name())
+            .finish()
     }
 }
 
 impl<T: Entity> CollectionRepository<T> {
     /// Wraps a collection whose schema is `T::schema()`.
     pub fn new(inner: Arc<dyn Collection>) -> Self {
-        CollectionRepository { inner, _entity: PhantomData }
+        CollectionRepository {
+            inner,
+            _entity: PhantomData,
+        }
     }
 
     /// The untyped collection.
@@ -155,15 +163,25 @@ impl<T: Entity> CollectionRepository<T> {
 /// Converts an entity to its document tree.
 pub fn to_document<T: Entity>(doc: &T) -> Result<Value> {
     serde_json::to_value(doc).map_err(|e| {
-        StoreError::Validation(format!("cannot serialize a `{}` document: {e}", T::schema().name()))
+        StoreError::Validation(format!(
+            "cannot serialize a `{}` document: {e}",
+            T::schema().name()
+        ))
     })
 }
 
 /// Converts a stored document tree to an entity.
 pub fn from_document<T: Entity>(doc: Value) -> Result<T> {
-    let key = doc.get(T::schema().key()).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let key = doc
+        .get(T::schema().key())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     serde_json::from_value(doc).map_err(|e| StoreError::Backend {
-        message: format!("stored document `{key}` in `{}` does not match its type: {e}", T::schema().name()),
+        message: format!(
+            "stored document `{key}` in `{}` does not match its type: {e}",
+            T::schema().name()
+        ),
         source: None,
     })
 }
@@ -188,13 +206,20 @@ impl<T: Entity> Repository<T> for CollectionRepository<T> {
         self.inner.get(key).await?.map(from_document).transpose()
     }
     async fn get_for_update(&self, key: &str) -> Result<Option<T>> {
-        self.inner.get_for_update(key).await?.map(from_document).transpose()
+        self.inner
+            .get_for_update(key)
+            .await?
+            .map(from_document)
+            .transpose()
     }
     async fn get_by_field(&self, path: &str, value: Value) -> Result<Option<T>> {
         self.find_one(&Filter::Eq(path.to_owned(), value)).await
     }
     async fn find_one(&self, filter: &Filter) -> Result<Option<T>> {
-        let docs = self.inner.find(&Query::filter(filter.clone()).limit(1)).await?;
+        let docs = self
+            .inner
+            .find(&Query::filter(filter.clone()).limit(1))
+            .await?;
         docs.into_iter().next().map(from_document).transpose()
     }
     async fn find(&self, query: &Query) -> Result<Vec<T>> {
@@ -202,13 +227,20 @@ impl<T: Entity> Repository<T> for CollectionRepository<T> {
     }
     async fn find_page(&self, query: &Query) -> Result<Page<T>> {
         let page = self.inner.find_page(query).await?;
-        Ok(Page { items: from_documents(page.items)?, total: page.total })
+        Ok(Page {
+            items: from_documents(page.items)?,
+            total: page.total,
+        })
     }
     async fn count(&self, filter: &Filter) -> Result<u64> {
         self.inner.count(filter).await
     }
     async fn exists(&self, filter: &Filter) -> Result<bool> {
-        Ok(!self.inner.find(&Query::filter(filter.clone()).limit(1)).await?.is_empty())
+        Ok(!self
+            .inner
+            .find(&Query::filter(filter.clone()).limit(1))
+            .await?
+            .is_empty())
     }
     async fn update_one(&self, key: &str, update: &Update) -> Result<T> {
         from_document(self.inner.update_one(key, update).await?)
@@ -218,7 +250,10 @@ impl<T: Entity> Repository<T> for CollectionRepository<T> {
     }
     async fn upsert(&self, key: &str, update: &Update) -> Result<Upserted<T>> {
         let up = self.inner.upsert(key, update).await?;
-        Ok(Upserted { inserted: up.inserted, document: from_document(up.document)? })
+        Ok(Upserted {
+            inserted: up.inserted,
+            document: from_document(up.document)?,
+        })
     }
     async fn replace(&self, doc: &T) -> Result<()> {
         self.inner.replace(to_document(doc)?).await

@@ -22,7 +22,12 @@ pub struct Lease {
 impl Lease {
     /// Built by lock-manager adapters when they grant or renew a lease.
     pub fn granted(name: String, owner: String, token: u64, expires_at: Timestamp) -> Self {
-        Lease { name, owner, token, expires_at }
+        Lease {
+            name,
+            owner,
+            token,
+            expires_at,
+        }
     }
     /// Lease name.
     pub fn name(&self) -> &str {

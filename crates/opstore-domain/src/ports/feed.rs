@@ -52,7 +52,11 @@ impl FromStr for ResumeToken {
         }
         (0..s.len())
             .step_by(2)
-            .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad))
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(bad)
+            })
             .collect::<Result<Vec<u8>>>()
             .map(ResumeToken)
     }

@@ -83,7 +83,10 @@ pub struct TxOptions {
 
 impl Default for TxOptions {
     fn default() -> Self {
-        TxOptions { isolation: Isolation::Serializable, max_retries: 5 }
+        TxOptions {
+            isolation: Isolation::Serializable,
+            max_retries: 5,
+        }
     }
 }
 
@@ -170,7 +173,11 @@ impl TxExt for TxHandle {
 /// .await?;
 /// # Ok(()) }
 /// ```
-pub async fn run_transaction<R, F, Fut>(store: &(impl Store + ?Sized), options: TxOptions, work: F) -> Result<R>
+pub async fn run_transaction<R, F, Fut>(
+    store: &(impl Store + ?Sized),
+    options: TxOptions,
+    work: F,
+) -> Result<R>
 where
     R: Send + 'static,
     F: Fn(TxHandle) -> Fut + Send + Sync,
@@ -190,5 +197,8 @@ where
     };
     store.transaction(options, &run).await?;
     let value = slot.lock().ok().and_then(|mut g| g.take());
-    value.ok_or_else(|| StoreError::Backend { message: "transaction finished without a result".into(), source: None })
+    value.ok_or_else(|| StoreError::Backend {
+        message: "transaction finished without a result".into(),
+        source: None,
+    })
 }
