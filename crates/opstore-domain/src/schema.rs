@@ -135,11 +135,33 @@ pub fn scalar_accepts(s: ScalarType, value: &Value) -> bool {
         ScalarType::Int => value.is_i64() || value.is_u64() && value.as_i64().is_some(),
         ScalarType::Float => value.is_number(),
         ScalarType::Bool => value.is_boolean(),
-        ScalarType::Timestamp => value.as_str().is_some_and(|s| {
-            s.parse::<crate::Timestamp>()
-                .is_ok_and(|t| t.to_text() == s)
-        }),
+        ScalarType::Timestamp => value.as_str().is_some_and(is_canonical_timestamp),
     }
+}
+
+/// Whether `s` is a timestamp in the canonical text form
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (checked without allocating: this runs on every write).
+pub fn is_canonical_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 27 {
+        return false;
+    }
+    let shape_ok = b.iter().enumerate().all(|(i, &c)| match i {
+        4 | 7 => c == b'-',
+        10 => c == b'T',
+        13 | 16 => c == b':',
+        19 => c == b'.',
+        26 => c == b'Z',
+        _ => c.is_ascii_digit(),
+    });
+    if !shape_ok {
+        return false;
+    }
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0'));
+    let (month, day, hour, minute, second) =
+        (num(5..7), num(8..10), num(11..13), num(14..16), num(17..19));
+    (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60 && second < 60
 }
 
 /// A declared field.

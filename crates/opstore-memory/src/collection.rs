@@ -122,6 +122,11 @@ impl Collection for MemCollection {
         Ok(self.read(|c| c.get(key, now))?.map(Arc::unwrap_or_clone))
     }
 
+    async fn get_shared(&self, key: &str) -> Result<Option<Arc<Value>>> {
+        let now = self.now();
+        self.read(|c| c.get(key, now))
+    }
+
     async fn get_for_update(&self, key: &str) -> Result<Option<Value>> {
         // Inside a transaction nothing else writes until it ends, so a plain read
         // already holds the row.

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Result, StoreError};
@@ -41,6 +42,11 @@ pub trait Collection: Send + Sync {
     async fn insert_many(&self, docs: Vec<Value>) -> Result<u64>;
     /// The document with this key, or `None`.
     async fn get(&self, key: &str) -> Result<Option<Value>>;
+    /// Like `get`, but the document may be shared with the store rather than
+    /// copied; in-process stores override it to avoid a deep copy.
+    async fn get_shared(&self, key: &str) -> Result<Option<Arc<Value>>> {
+        Ok(self.get(key).await?.map(Arc::new))
+    }
     /// Like `get`, but inside a transaction the row stays locked until it ends.
     async fn get_for_update(&self, key: &str) -> Result<Option<Value>>;
     /// Matching documents in order.
@@ -172,18 +178,21 @@ pub fn to_document<T: Entity>(doc: &T) -> Result<Value> {
 
 /// Converts a stored document tree to an entity.
 pub fn from_document<T: Entity>(doc: Value) -> Result<T> {
+    T::deserialize(&doc).map_err(|e| mismatch::<T>(&doc, &e))
+}
+
+fn mismatch<T: Entity>(doc: &Value, e: &serde_json::Error) -> StoreError {
     let key = doc
         .get(T::schema().key())
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    serde_json::from_value(doc).map_err(|e| StoreError::Backend {
+        .unwrap_or_default();
+    StoreError::Backend {
         message: format!(
             "stored document `{key}` in `{}` does not match its type: {e}",
             T::schema().name()
         ),
         source: None,
-    })
+    }
 }
 
 fn from_documents<T: Entity>(docs: Vec<Value>) -> Result<Vec<T>> {
@@ -203,7 +212,12 @@ impl<T: Entity> Repository<T> for CollectionRepository<T> {
         self.inner.insert_many(docs).await
     }
     async fn get(&self, key: &str) -> Result<Option<T>> {
-        self.inner.get(key).await?.map(from_document).transpose()
+        let Some(doc) = self.inner.get_shared(key).await? else {
+            return Ok(None);
+        };
+        T::deserialize(&*doc)
+            .map(Some)
+            .map_err(|e| mismatch::<T>(&doc, &e))
     }
     async fn get_for_update(&self, key: &str) -> Result<Option<T>> {
         self.inner
