@@ -18,7 +18,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use opstore_domain::Store;
 
+/// Longest change-feed retention a harness may configure.
+///
+/// The expired-token case advances time past this to make a token fall out of the
+/// retained history, so a harness must configure its store's feed retention to at
+/// most this long.
+pub const MAX_FEED_RETENTION: Duration = Duration::from_secs(60);
+
 /// What a backend provides to the suite.
+///
+/// Contract for implementors:
+/// - `store` returns a store isolated from every other case (cases run in
+///   parallel), with [`fixtures::schemas`] migrated.
+/// - The store's change-feed retention is at most [`MAX_FEED_RETENTION`]: the
+///   memory harness uses 60 s; other backends configure a retention the expired-token
+///   case can outlive through `advance`.
+/// - `advance` moves the clock that judges lease, idempotency, TTL and feed
+///   retention expiry. Backends without a controllable clock wait the time out, so
+///   cases keep the durations they outlive short (seconds).
 #[async_trait]
 pub trait Harness: Send + Sync + 'static {
     /// Backend name, for messages.
