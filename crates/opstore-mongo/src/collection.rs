@@ -1,0 +1,599 @@
+//! The [`Collection`] port over a MongoDB collection.
+//!
+//! Storage layout: one collection per entity; `_id` is the entity key and the
+//! key field is kept under its own name too, so stored documents read like the
+//! entity and round-trip unchanged; filters and sorts on the key use `_id`.
+//! A schema with a TTL gets a hidden BSON date (`_opstore_ttl`) for the TTL index,
+//! and reads hide documents whose TTL passed before the TTL monitor deletes them.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{
+    AggregateOptions, CountOptions, FindOneAndUpdateOptions, FindOptions, ReturnDocument,
+};
+use opstore_domain::schema::check_key;
+use opstore_domain::{
+    Agg, Collection, Filter, Page, Query, Result, Schema, StoreError, UpdateCount, Upserted, Value,
+    eval,
+};
+use opstore_domain::{Checked, Update};
+
+use crate::error::{self, DUPLICATE_KEY};
+use crate::store::Ctx;
+use crate::translate::{self, and, from_stored, to_stored};
+use crate::tx::TxState;
+
+/// Runs a driver action inside the bound transaction when there is one.
+macro_rules! exec {
+    ($self:expr, $action:expr) => {
+        match &$self.tx {
+            Some(tx) => {
+                let mut session = tx.session.lock().await;
+                let r = $action.session(&mut *session).await;
+                tx.note(&r);
+                r
+            }
+            None => $action.await,
+        }
+    };
+}
+
+/// One entity collection, optionally bound to a transaction.
+pub(crate) struct MongoCollection {
+    ctx: Arc<Ctx>,
+    schema: &'static Schema,
+    coll: mongodb::Collection<Document>,
+    tx: Option<Arc<TxState>>,
+}
+
+impl MongoCollection {
+    pub(crate) fn new(ctx: Arc<Ctx>, schema: &'static Schema, tx: Option<Arc<TxState>>) -> Self {
+        let coll = ctx.db.collection::<Document>(schema.name());
+        MongoCollection {
+            ctx,
+            schema,
+            coll,
+            tx,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.schema.name()
+    }
+
+    fn what(&self, op: &str, key: &str) -> String {
+        format!("{op} `{key}` in `{}`", self.name())
+    }
+
+    fn what_all(&self, op: &str) -> String {
+        format!("{op} in `{}`", self.name())
+    }
+
+    /// A filter restricted to documents whose TTL has not passed.
+    fn live(&self, filter: Document) -> Document {
+        and(filter, translate::visible(self.schema, self.ctx.now()))
+    }
+
+    fn by_key(&self, key: &str) -> Document {
+        self.live(doc! { "_id": key })
+    }
+
+    fn checked_filter(&self, filter: &Filter) -> Result<Document> {
+        let checked = self.schema.check_filter(filter)?;
+        Ok(self.live(translate::filter(self.schema, &checked, "")))
+    }
+
+    fn checked_update(&self, update: &Update) -> Result<(Checked<Update>, Document)> {
+        let checked = self.schema.check_update(update)?;
+        let native = translate::update(self.schema, &checked)?;
+        Ok((checked, native))
+    }
+
+    fn key_of<'a>(&self, doc: &'a Value) -> Result<&'a str> {
+        self.schema.check_document(doc)?;
+        doc.get(self.schema.key())
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                StoreError::Validation(format!("document for `{}` has no key", self.name()))
+            })
+    }
+
+    async fn find_docs(
+        &self,
+        filter: Document,
+        options: FindOptions,
+    ) -> mongodb::error::Result<Vec<Document>> {
+        match &self.tx {
+            Some(tx) => {
+                let mut session = tx.session.lock().await;
+                let r = async {
+                    let mut cursor = self
+                        .coll
+                        .find(filter)
+                        .with_options(options)
+                        .session(&mut *session)
+                        .await?;
+                    let mut out = Vec::new();
+                    while let Some(d) = cursor.next(&mut session).await {
+                        out.push(d?);
+                    }
+                    Ok(out)
+                }
+                .await;
+                tx.note(&r);
+                r
+            }
+            None => {
+                self.coll
+                    .find(filter)
+                    .with_options(options)
+                    .await?
+                    .try_collect()
+                    .await
+            }
+        }
+    }
+
+    async fn aggregate_docs(
+        &self,
+        pipeline: Vec<Document>,
+    ) -> mongodb::error::Result<Vec<Document>> {
+        let mut options = AggregateOptions::default();
+        options.max_time = Some(self.ctx.config.operation_timeout);
+        match &self.tx {
+            Some(tx) => {
+                let mut session = tx.session.lock().await;
+                let r = async {
+                    let mut cursor = self
+                        .coll
+                        .aggregate(pipeline)
+                        .with_options(options)
+                        .session(&mut *session)
+                        .await?;
+                    let mut out = Vec::new();
+                    while let Some(d) = cursor.next(&mut session).await {
+                        out.push(d?);
+                    }
+                    Ok(out)
+                }
+                .await;
+                tx.note(&r);
+                r
+            }
+            None => {
+                self.coll
+                    .aggregate(pipeline)
+                    .with_options(options)
+                    .await?
+                    .try_collect()
+                    .await
+            }
+        }
+    }
+
+    fn find_options(&self, query: &Query) -> FindOptions {
+        let mut options = FindOptions::default();
+        options.sort = Some(translate::sort(self.schema, &query.sort));
+        options.skip = (query.skip > 0).then_some(query.skip);
+        options.limit = (query.limit > 0).then(|| i64::try_from(query.limit).unwrap_or(i64::MAX));
+        options.max_time = Some(self.ctx.config.operation_timeout);
+        options
+    }
+
+    async fn count_native(&self, filter: Document) -> Result<u64> {
+        let mut options = CountOptions::default();
+        options.max_time = Some(self.ctx.config.operation_timeout);
+        exec!(
+            self,
+            self.coll
+                .count_documents(filter.clone())
+                .with_options(options.clone())
+        )
+        .map_err(|e| error::map(&self.what_all("count"), e))
+    }
+
+    async fn find_one_and_update(
+        &self,
+        filter: Document,
+        update: Document,
+        sort: Option<Document>,
+    ) -> mongodb::error::Result<Option<Document>> {
+        let mut options = FindOneAndUpdateOptions::default();
+        options.return_document = Some(ReturnDocument::After);
+        options.sort = sort;
+        exec!(
+            self,
+            self.coll
+                .find_one_and_update(filter.clone(), update.clone())
+                .with_options(options.clone())
+        )
+    }
+
+    /// Removes documents whose TTL passed but that the TTL monitor has not
+    /// deleted yet, so their keys and unique values can be reused. Returns
+    /// whether any was removed.
+    async fn purge_expired_docs(&self) -> Result<bool> {
+        let Some(expired) = translate::expired(self.schema, self.ctx.now()) else {
+            return Ok(false);
+        };
+        let r = exec!(self, self.coll.delete_many(expired.clone()))
+            .map_err(|e| error::map(&self.what_all("purge expired"), e))?;
+        Ok(r.deleted_count > 0)
+    }
+
+    async fn insert_stored(&self, key: &str, stored: Document) -> Result<()> {
+        for attempt in 0..2 {
+            match exec!(self, self.coll.insert_one(stored.clone())) {
+                Ok(_) => return Ok(()),
+                Err(e) if error::code(&e) == Some(DUPLICATE_KEY) && attempt == 0 => {
+                    if !self.purge_expired_docs().await? {
+                        return Err(error::map(&self.what("insert", key), e));
+                    }
+                }
+                Err(e) => return Err(error::map(&self.what("insert", key), e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "{}: duplicate key",
+            self.what("insert", key)
+        )))
+    }
+
+    async fn insert_many_in(
+        &self,
+        session: &mut mongodb::ClientSession,
+        docs: &[Document],
+    ) -> mongodb::error::Result<()> {
+        self.coll
+            .insert_many(docs.to_vec())
+            .session(session)
+            .await
+            .map(drop)
+    }
+
+    /// Maps an `insert_many` failure, naming the document that broke the batch.
+    fn insert_many_error(&self, keys: &[String], e: mongodb::error::Error) -> StoreError {
+        let index = match e.kind.as_ref() {
+            mongodb::error::ErrorKind::InsertMany(m) => m
+                .write_errors
+                .as_ref()
+                .and_then(|ws| ws.first().map(|w| w.index)),
+            _ => None,
+        };
+        match index.and_then(|i| keys.get(i).map(|k| (i, k))) {
+            Some((i, key)) => error::map(
+                &format!("insert_many into `{}`: document #{i} `{key}`", self.name()),
+                e,
+            ),
+            None => error::map(&format!("insert_many into `{}`", self.name()), e),
+        }
+    }
+}
+
+#[async_trait]
+impl Collection for MongoCollection {
+    fn schema(&self) -> &'static Schema {
+        self.schema
+    }
+
+    async fn insert(&self, doc: Value) -> Result<()> {
+        let key = self.key_of(&doc)?;
+        let stored = to_stored(self.schema, key, &doc, "insert")?;
+        self.insert_stored(key, stored).await
+    }
+
+    /// All or nothing: inside a transaction when the server has them (a replica
+    /// set), otherwise an ordered insert whose inserted prefix is deleted again
+    /// when a later document fails.
+    async fn insert_many(&self, docs: Vec<Value>) -> Result<u64> {
+        if docs.is_empty() {
+            return Ok(0);
+        }
+        let mut keys = Vec::with_capacity(docs.len());
+        let mut stored = Vec::with_capacity(docs.len());
+        for doc in &docs {
+            let key = self.key_of(doc)?;
+            stored.push(to_stored(self.schema, key, doc, "insert_many")?);
+            keys.push(key.to_owned());
+        }
+        let n = stored.len() as u64;
+        if let Some(tx) = &self.tx {
+            let mut session = tx.session.lock().await;
+            let r = self.insert_many_in(&mut session, &stored).await;
+            tx.note(&r);
+            return r.map(|()| n).map_err(|e| self.insert_many_error(&keys, e));
+        }
+        if self.ctx.replica_set {
+            let mut last = None;
+            for _ in 0..3 {
+                let mut session = self
+                    .ctx
+                    .client
+                    .start_session()
+                    .await
+                    .map_err(|e| error::map("insert_many: session", e))?;
+                session
+                    .start_transaction()
+                    .await
+                    .map_err(|e| error::map("insert_many: transaction", e))?;
+                let r = match self.insert_many_in(&mut session, &stored).await {
+                    Ok(()) => crate::tx::commit(&mut session).await,
+                    Err(e) => {
+                        let _ = session.abort_transaction().await;
+                        Err(e)
+                    }
+                };
+                match r {
+                    Ok(()) => return Ok(n),
+                    Err(e)
+                        if error::is_transient_tx(&e) && error::code(&e) != Some(DUPLICATE_KEY) =>
+                    {
+                        last = Some(e)
+                    }
+                    Err(e) => return Err(self.insert_many_error(&keys, e)),
+                }
+            }
+            let e = last.map_or_else(
+                || {
+                    StoreError::Conflict(format!(
+                        "insert_many into `{}`: retries exhausted",
+                        self.name()
+                    ))
+                },
+                |e| self.insert_many_error(&keys, e),
+            );
+            return Err(e);
+        }
+        match self.coll.insert_many(stored).await {
+            Ok(_) => Ok(n),
+            Err(e) => {
+                let failed = match e.kind.as_ref() {
+                    mongodb::error::ErrorKind::InsertMany(m) => m
+                        .write_errors
+                        .as_ref()
+                        .and_then(|ws| ws.first().map(|w| w.index)),
+                    _ => None,
+                };
+                let written = failed.unwrap_or(keys.len()).min(keys.len());
+                if written > 0 {
+                    let ids: Vec<&str> = keys[..written].iter().map(String::as_str).collect();
+                    self.coll
+                        .delete_many(doc! { "_id": { "$in": ids } })
+                        .await
+                        .map_err(|d| {
+                            error::map(&format!("insert_many into `{}`: undo", self.name()), d)
+                        })?;
+                }
+                Err(self.insert_many_error(&keys, e))
+            }
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Value>> {
+        check_key(self.name(), key)?;
+        let d = exec!(self, self.coll.find_one(self.by_key(key)))
+            .map_err(|e| error::map(&self.what("get", key), e))?;
+        Ok(d.map(from_stored))
+    }
+
+    /// MongoDB has no row locks; inside a transaction the read joins its
+    /// snapshot, and a concurrent write to the document makes one of the two
+    /// transactions fail with a write conflict, which the runner retries.
+    async fn get_for_update(&self, key: &str) -> Result<Option<Value>> {
+        self.get(key).await
+    }
+
+    async fn find(&self, query: &Query) -> Result<Vec<Value>> {
+        self.schema.check_query(query)?;
+        let filter = self.checked_filter(&query.filter)?;
+        let docs = self
+            .find_docs(filter, self.find_options(query))
+            .await
+            .map_err(|e| error::map(&self.what_all("find"), e))?;
+        Ok(docs.into_iter().map(from_stored).collect())
+    }
+
+    async fn find_page(&self, query: &Query) -> Result<Page<Value>> {
+        let items = self.find(query).await?;
+        let total = self.count(&query.filter).await?;
+        Ok(Page { items, total })
+    }
+
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        let filter = self.checked_filter(filter)?;
+        self.count_native(filter).await
+    }
+
+    async fn update_one(&self, key: &str, update: &Update) -> Result<Value> {
+        check_key(self.name(), key)?;
+        let (_, native) = self.checked_update(update)?;
+        let d = self
+            .find_one_and_update(self.by_key(key), native, None)
+            .await
+            .map_err(|e| error::map(&self.what("update_one", key), e))?;
+        d.map(from_stored)
+            .ok_or_else(|| StoreError::NotFound(self.what("update_one", key)))
+    }
+
+    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateCount> {
+        let filter = self.checked_filter(filter)?;
+        let (_, native) = self.checked_update(update)?;
+        let r = exec!(self, self.coll.update_many(filter.clone(), native.clone()))
+            .map_err(|e| error::map(&self.what_all("update_many"), e))?;
+        Ok(UpdateCount {
+            matched: r.matched_count,
+            modified: r.modified_count,
+        })
+    }
+
+    /// Updates in place when the document exists; otherwise builds the new
+    /// document from the key, `set` and `set_on_insert` values, checks it
+    /// against the schema and inserts it (a concurrent insert of the same key
+    /// makes the loop update instead).
+    async fn upsert(&self, key: &str, update: &Update) -> Result<Upserted<Value>> {
+        check_key(self.name(), key)?;
+        let (checked, native) = self.checked_update(update)?;
+        for _ in 0..3 {
+            let updated = self
+                .find_one_and_update(self.by_key(key), native.clone(), None)
+                .await
+                .map_err(|e| error::map(&self.what("upsert", key), e))?;
+            if let Some(d) = updated {
+                return Ok(Upserted {
+                    inserted: false,
+                    document: from_stored(d),
+                });
+            }
+            let mut doc = Value::Object(Default::default());
+            eval::set_path(&mut doc, self.schema.key(), Value::String(key.to_owned()));
+            eval::apply_update(&mut doc, &checked, true);
+            self.schema.check_document(&doc).map_err(|e| {
+                StoreError::Validation(format!(
+                    "upsert `{key}` in `{}` would create an invalid document: {e}",
+                    self.name()
+                ))
+            })?;
+            let stored = to_stored(self.schema, key, &doc, "upsert")?;
+            match exec!(self, self.coll.insert_one(stored.clone())) {
+                Ok(_) => {
+                    return Ok(Upserted {
+                        inserted: true,
+                        document: doc,
+                    });
+                }
+                Err(e) if error::code(&e) == Some(DUPLICATE_KEY) => {
+                    // Either a concurrent upsert won (update it next round), an
+                    // expired document holds the key, or a unique field clashes.
+                    if self.purge_expired_docs().await? {
+                        continue;
+                    }
+                    let exists = exec!(self, self.coll.find_one(doc! { "_id": key }))
+                        .map_err(|e| error::map(&self.what("upsert", key), e))?
+                        .is_some();
+                    if !exists {
+                        return Err(error::map(&self.what("upsert", key), e));
+                    }
+                }
+                Err(e) => return Err(error::map(&self.what("upsert", key), e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "{}: concurrent writers kept racing",
+            self.what("upsert", key)
+        )))
+    }
+
+    async fn replace(&self, doc: Value) -> Result<()> {
+        let key = self.key_of(&doc)?;
+        let stored = to_stored(self.schema, key, &doc, "replace")?;
+        let r = exec!(
+            self,
+            self.coll.replace_one(self.by_key(key), stored.clone())
+        )
+        .map_err(|e| error::map(&self.what("replace", key), e))?;
+        if r.matched_count == 0 {
+            return Err(StoreError::NotFound(self.what("replace", key)));
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        check_key(self.name(), key)?;
+        let r = exec!(self, self.coll.delete_one(self.by_key(key)))
+            .map_err(|e| error::map(&self.what("delete", key), e))?;
+        Ok(r.deleted_count > 0)
+    }
+
+    async fn delete_many(&self, filter: &Filter) -> Result<u64> {
+        let filter = self.checked_filter(filter)?;
+        let r = exec!(self, self.coll.delete_many(filter.clone()))
+            .map_err(|e| error::map(&self.what_all("delete_many"), e))?;
+        Ok(r.deleted_count)
+    }
+
+    async fn count_by(&self, filter: &Filter, path: &str) -> Result<Vec<(Value, u64)>> {
+        self.schema.check_aggregate(path, None)?;
+        let filter = self.checked_filter(filter)?;
+        let field = if path == self.schema.key() {
+            "$_id".to_owned()
+        } else {
+            format!("${path}")
+        };
+        let pipeline = vec![
+            doc! { "$match": filter },
+            doc! { "$group": { "_id": field, "n": { "$sum": 1 } } },
+            doc! { "$sort": { "_id": 1 } },
+        ];
+        let docs = self
+            .aggregate_docs(pipeline)
+            .await
+            .map_err(|e| error::map(&self.what_all("count_by"), e))?;
+        Ok(docs
+            .into_iter()
+            .map(|mut d| {
+                let n = match d.get("n") {
+                    Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+                    Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+                    Some(Bson::Double(n)) => *n as u64,
+                    _ => 0,
+                };
+                (translate::to_json(d.remove("_id").unwrap_or(Bson::Null)), n)
+            })
+            .collect())
+    }
+
+    async fn aggregate(&self, filter: &Filter, path: &str, agg: Agg) -> Result<Value> {
+        self.schema.check_aggregate(path, Some(agg))?;
+        let filter = self.checked_filter(filter)?;
+        let field = if path == self.schema.key() {
+            "$_id".to_owned()
+        } else {
+            format!("${path}")
+        };
+        let op = match agg {
+            Agg::Sum => "$sum",
+            Agg::Min => "$min",
+            Agg::Max => "$max",
+        };
+        let pipeline = vec![
+            doc! { "$match": filter },
+            doc! { "$group": { "_id": Bson::Null, "v": { op: field } } },
+        ];
+        let docs = self
+            .aggregate_docs(pipeline)
+            .await
+            .map_err(|e| error::map(&self.what_all("aggregate"), e))?;
+        let value = docs
+            .into_iter()
+            .next()
+            .and_then(|mut d| d.remove("v"))
+            .map(translate::to_json);
+        Ok(value.unwrap_or_else(|| eval::aggregate_start(agg)))
+    }
+
+    /// One `findOneAndUpdate` per document, in query order: each is atomic, so
+    /// a document is handed to one claimer only (the update should make it stop
+    /// matching, as a work queue's state change does). `skip` is not used.
+    async fn claim(&self, query: &Query, update: &Update) -> Result<Vec<Value>> {
+        self.schema.check_query(query)?;
+        let filter = self.checked_filter(&query.filter)?;
+        let (_, native) = self.checked_update(update)?;
+        let sort = translate::sort(self.schema, &query.sort);
+        let mut taken: Vec<Bson> = Vec::new();
+        let mut out = Vec::new();
+        while query.limit == 0 || (out.len() as u64) < query.limit {
+            let f = and(filter.clone(), doc! { "_id": { "$nin": taken.clone() } });
+            let d = self
+                .find_one_and_update(f, native.clone(), Some(sort.clone()))
+                .await
+                .map_err(|e| error::map(&self.what_all("claim"), e))?;
+            let Some(mut d) = d else { break };
+            taken.push(d.remove("_id").unwrap_or(Bson::Null));
+            out.push(from_stored(d));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,117 @@
+//! Connection configuration.
+
+use std::fmt;
+use std::time::Duration;
+
+use opstore_domain::ManualClock;
+
+/// How far back `StartAt::Beginning` reaches in a change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedHistory {
+    /// As far as the server's oplog retains (the oldest oplog entry).
+    Oplog,
+    /// At most this far back from now, and never before the oldest oplog entry.
+    Window(Duration),
+}
+
+/// The clock that judges expiry of leases, idempotency keys and TTL documents.
+#[derive(Debug, Clone)]
+pub enum ExpiryClock {
+    /// The server's clock (`$$NOW`) for leases and idempotency keys; the client's
+    /// wall clock hides TTL documents on read until the server's TTL monitor
+    /// deletes them. The production setting.
+    Server,
+    /// A manual clock, so tests move time instead of waiting. Every expiry
+    /// decision uses it; the server's TTL monitor still deletes by its own clock.
+    Manual(ManualClock),
+}
+
+/// Configuration of a [`MongoStore`](crate::MongoStore).
+///
+/// There is no `Default`: the URL and database are decisions. [`MongoConfig::new`]
+/// fills the rest with the values documented on each field.
+#[derive(Clone)]
+pub struct MongoConfig {
+    /// `mongodb://` or `mongodb+srv://` URL. May hold credentials; it is never
+    /// printed (`Debug` and errors show [`MongoConfig::redacted_url`]).
+    pub url: String,
+    /// Database that holds every collection of this store.
+    pub database: String,
+    /// Time allowed to open a connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Time allowed to find a usable server (default 10 s).
+    pub server_selection_timeout: Duration,
+    /// Server-side time limit of a read (`maxTimeMS`, default 30 s).
+    pub operation_timeout: Duration,
+    /// What `StartAt::Beginning` means (default [`FeedHistory::Oplog`]).
+    pub feed_history: FeedHistory,
+    /// The clock judging expiry (default [`ExpiryClock::Server`]).
+    pub clock: ExpiryClock,
+}
+
+impl MongoConfig {
+    /// A configuration with the default timeouts, feed history and clock.
+    pub fn new(url: impl Into<String>, database: impl Into<String>) -> Self {
+        MongoConfig {
+            url: url.into(),
+            database: database.into(),
+            connect_timeout: Duration::from_secs(10),
+            server_selection_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
+            feed_history: FeedHistory::Oplog,
+            clock: ExpiryClock::Server,
+        }
+    }
+
+    /// The URL with any user name and password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("url", &self.redacted_url())
+            .field("database", &self.database)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("server_selection_timeout", &self.server_selection_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("feed_history", &self.feed_history)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// Replaces the user-info part of a URL (`user:pass@`) with `***@`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "<unparsable url>".to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_appear_in_debug() {
+        let c = MongoConfig::new("mongodb://admin:s3cret@db1:27017,db2/?replicaSet=rs", "ops");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("admin"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("***@db1:27017,db2/?replicaSet=rs"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("mongodb://h:1/?x=1"), "mongodb://h:1/?x=1");
+    }
+}

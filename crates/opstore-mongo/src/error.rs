@@ -1,0 +1,79 @@
+//! Mapping of driver errors to [`StoreError`].
+
+use mongodb::error::{Error, ErrorKind, TRANSIENT_TRANSACTION_ERROR, WriteFailure};
+use opstore_domain::StoreError;
+
+/// Duplicate key.
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
+/// A concurrent write to the same document inside a transaction.
+pub(crate) const WRITE_CONFLICT: i32 = 112;
+/// Change-stream history is gone: capped position lost, invalid token,
+/// fatal change-stream error, history lost.
+pub(crate) const HISTORY_LOST: [i32; 4] = [136, 260, 280, 286];
+
+/// The server error code of a driver error, wherever the driver put it.
+pub(crate) fn code(e: &Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .and_then(|ws| ws.first().map(|w| w.code))
+            .or_else(|| m.write_concern_error.as_ref().map(|w| w.code)),
+        _ => None,
+    }
+}
+
+/// The server's message for a write error, without the driver's wrapping.
+pub(crate) fn server_message(e: &Error) -> String {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => c.message.clone(),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.message.clone(),
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .and_then(|ws| ws.first().map(|w| w.message.clone()))
+            .unwrap_or_default(),
+        _ => e.to_string(),
+    }
+}
+
+/// Whether a transaction that hit `e` may succeed when run again.
+pub(crate) fn is_transient_tx(e: &Error) -> bool {
+    e.contains_label(TRANSIENT_TRANSACTION_ERROR) || code(e) == Some(WRITE_CONFLICT)
+}
+
+/// Maps a driver error. `what` names the operation, collection and key
+/// (`"update_one `k` in `items`"`); it never holds credentials.
+pub(crate) fn map(what: &str, e: Error) -> StoreError {
+    match code(&e) {
+        Some(DUPLICATE_KEY) => {
+            return StoreError::Conflict(format!("{what}: duplicate key ({})", server_message(&e)));
+        }
+        Some(WRITE_CONFLICT) => {
+            return StoreError::Conflict(format!(
+                "{what}: write conflict with a concurrent transaction"
+            ));
+        }
+        Some(50) => return StoreError::Timeout(format!("{what}: server time limit exceeded")),
+        Some(c) if HISTORY_LOST.contains(&c) => {
+            return StoreError::ResumeTokenExpired(format!("{what}: {}", server_message(&e)));
+        }
+        _ => {}
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
+            StoreError::Connection(format!("{what}: {e}"))
+        }
+        ErrorKind::ServerSelection { .. } => {
+            StoreError::Connection(format!("{what}: no usable server: {e}"))
+        }
+        ErrorKind::Shutdown => StoreError::Connection(format!("{what}: the store is closed")),
+        ErrorKind::BsonSerialization(_) | ErrorKind::InvalidArgument { .. } => {
+            StoreError::Validation(format!("{what}: {e}"))
+        }
+        _ => StoreError::backend(what.to_owned(), e),
+    }
+}

@@ -1,0 +1,146 @@
+//! Transactions through client sessions.
+//!
+//! The runner follows the driver's `with_transaction` rules: a
+//! `TransientTransactionError` (write conflicts among them) reruns the whole
+//! work, up to `TxOptions::max_retries` times, then surfaces as `Conflict`; an
+//! `UnknownTransactionCommitResult` retries the commit alone, a bounded number
+//! of times. Transactions need a replica set (or sharded cluster); on a
+//! standalone server the call is `Unsupported`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use mongodb::ClientSession;
+use mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT;
+use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
+use opstore_domain::{
+    Collection, Lease, Result, Schema, StoreError, Transaction, TxOptions, TxWork,
+};
+use tokio::sync::Mutex;
+
+use crate::collection::MongoCollection;
+use crate::error;
+use crate::store::Ctx;
+
+/// Commits retried after an unknown commit result.
+const COMMIT_RETRIES: u32 = 3;
+
+/// The session of an open transaction, shared by its collections.
+pub(crate) struct TxState {
+    pub(crate) session: Mutex<ClientSession>,
+    /// Set when an operation failed in a way that a rerun may fix.
+    transient: AtomicBool,
+}
+
+impl TxState {
+    /// Records whether a driver result says the transaction may succeed when rerun.
+    pub(crate) fn note<T>(&self, r: &mongodb::error::Result<T>) {
+        if let Err(e) = r {
+            if error::is_transient_tx(e) {
+                self.transient.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Commits, retrying an unknown commit result a bounded number of times.
+pub(crate) async fn commit(session: &mut ClientSession) -> mongodb::error::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match session.commit_transaction().await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                    && attempt < COMMIT_RETRIES =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+struct MongoTx {
+    ctx: Arc<Ctx>,
+    state: Arc<TxState>,
+}
+
+#[async_trait]
+impl Transaction for MongoTx {
+    fn collection(&self, schema: &'static Schema) -> Result<Arc<dyn Collection>> {
+        Ok(Arc::new(MongoCollection::new(
+            Arc::clone(&self.ctx),
+            schema,
+            Some(Arc::clone(&self.state)),
+        )))
+    }
+
+    /// Reads the lease and bumps its fence counter inside the transaction, so a
+    /// takeover committed before this transaction commits makes it conflict.
+    async fn check_fence(&self, lease: &Lease) -> Result<()> {
+        crate::lease::fence_in(&self.ctx, &self.state, lease).await
+    }
+}
+
+/// Runs `work` in a transaction with bounded retries.
+pub(crate) async fn run(ctx: &Arc<Ctx>, options: TxOptions, work: &TxWork<'_>) -> Result<()> {
+    if !ctx.replica_set {
+        return Err(StoreError::Unsupported(
+            "transactions need a MongoDB replica set or sharded cluster; this server is standalone \
+             (start mongod with --replSet and run rs.initiate())"
+                .into(),
+        ));
+    }
+    let mut attempt = 0;
+    loop {
+        let mut session = ctx
+            .client
+            .start_session()
+            .await
+            .map_err(|e| error::map("transaction: start session", e))?;
+        let mut majority = WriteConcern::default();
+        majority.w = Some(Acknowledgment::Majority);
+        session
+            .start_transaction()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(majority)
+            .await
+            .map_err(|e| error::map("transaction: start", e))?;
+        let state = Arc::new(TxState {
+            session: Mutex::new(session),
+            transient: AtomicBool::new(false),
+        });
+        let handle = Arc::new(MongoTx {
+            ctx: Arc::clone(ctx),
+            state: Arc::clone(&state),
+        });
+        let outcome = work(handle).await;
+        let mut session = state.session.lock().await;
+        let retry = match outcome {
+            Ok(()) => match commit(&mut session).await {
+                Ok(()) => return Ok(()),
+                Err(e) if error::is_transient_tx(&e) => error::map("transaction: commit", e),
+                Err(e) => return Err(error::map("transaction: commit", e)),
+            },
+            Err(e) => {
+                let _ = session.abort_transaction().await;
+                if !state.transient.load(Ordering::SeqCst) {
+                    return Err(e);
+                }
+                e
+            }
+        };
+        if attempt >= options.max_retries {
+            return Err(StoreError::Conflict(format!(
+                "transaction: write conflict persisted after {} retries: {retry}",
+                options.max_retries
+            )));
+        }
+        attempt += 1;
+        tracing::debug!(
+            attempt,
+            "retrying MongoDB transaction after a transient error"
+        );
+    }
+}
