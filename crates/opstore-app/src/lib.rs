@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod datastore;
+pub mod lease_keeper;
+pub mod processor;
 pub mod services;
 pub mod wiring;
 
