@@ -1,0 +1,251 @@
+//! Running cargo with its output streamed to the terminal while libtest's summaries
+//! are counted.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Test outcomes of one backend, one step or the whole run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+    }
+}
+
+/// Reads cargo's and libtest's output line by line.
+///
+/// Counts every `test result:` line (unit, integration and doc-test binaries alike),
+/// a crate that failed to compile as one failure, and a test binary that died without
+/// a summary (a crash or an abort) as one failure. With `--list`, counts listed tests.
+#[derive(Debug, Default)]
+pub struct OutputParser {
+    pub counts: Counts,
+    pub listed: u64,
+    /// Whether the test binary running now has already reported failed tests.
+    current_reported_failure: bool,
+}
+
+impl OutputParser {
+    pub fn feed(&mut self, raw: &str) {
+        let line = strip_ansi(raw);
+        let line = line.trim();
+        if (line.starts_with("Running ") && line.ends_with(')')) || line.starts_with("Doc-tests ") {
+            self.current_reported_failure = false;
+        } else if let Some(summary) = line.strip_prefix("test result: ") {
+            let passed = number_before(summary, " passed");
+            let failed = number_before(summary, " failed");
+            let ignored = number_before(summary, " ignored");
+            self.counts.passed += passed;
+            self.counts.failed += failed;
+            self.counts.skipped += ignored;
+            self.current_reported_failure = failed > 0;
+        } else if line.starts_with("error: test failed, to rerun pass") {
+            if !self.current_reported_failure {
+                self.counts.failed += 1;
+            }
+            self.current_reported_failure = false;
+        } else if line.starts_with("error: could not compile") {
+            self.counts.failed += 1;
+        } else if line.ends_with(": test") {
+            // `--list` output: `path::name: test`, or `src/lib.rs - item (line 3): test`.
+            self.listed += 1;
+        }
+    }
+}
+
+/// The number right before `label` in a libtest summary such as `3 passed; 1 failed`.
+fn number_before(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            let part = part
+                .trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ");
+            part.strip_suffix(label)?.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Removes ANSI escape sequences (colours) from a line.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prints a step header so the streamed output shows which command produced it.
+pub fn announce(command: &Command) {
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let program = command.get_program().to_string_lossy();
+    let program = program.rsplit('/').next().unwrap_or("cargo");
+    println!("\n==> {program} {}", args.join(" "));
+}
+
+/// Runs `command` with stdout and stderr merged into one pipe, copies every line to
+/// this process's stdout as it arrives, and feeds it to `parser`.
+pub fn stream(mut command: Command, parser: &mut OutputParser) -> Result<ExitStatus, String> {
+    announce(&command);
+    if std::io::stdout().is_terminal() && std::env::var_os("CARGO_TERM_COLOR").is_none() {
+        command.env("CARGO_TERM_COLOR", "always");
+    }
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
+    let writer_err = writer
+        .try_clone()
+        .map_err(|e| format!("creating a pipe: {e}"))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer_err);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("starting {:?}: {e}", command.get_program()))?;
+    // The command holds the pipe's write ends; drop it so the reader sees EOF.
+    drop(command);
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    let stdout = std::io::stdout();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let mut out = stdout.lock();
+                // A closed terminal must not stop the run; the counts still matter.
+                let _ = out.write_all(&buf);
+                let _ = out.flush();
+                parser.feed(&String::from_utf8_lossy(&buf));
+            }
+            Err(e) => return Err(format!("reading command output: {e}")),
+        }
+    }
+    child
+        .wait()
+        .map_err(|e| format!("waiting for command: {e}"))
+}
+
+/// Runs `command` quietly; `Ok(true)` when it exits successfully within `timeout`.
+pub fn succeeds_within(mut command: Command, timeout: Duration) -> bool {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let Ok(mut child) = command.spawn() else {
+        return false;
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> OutputParser {
+        let mut parser = OutputParser::default();
+        for line in text.lines() {
+            parser.feed(line);
+        }
+        parser
+    }
+
+    #[test]
+    fn sums_every_test_result_line() {
+        let parser = parse(
+            "     Running unittests src/lib.rs (target/debug/deps/a-1)\n\
+             test result: ok. 5 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
+             \x20  Doc-tests a\n\
+             test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.20s\n\
+             error: test failed, to rerun pass `-p a --doc`\n",
+        );
+        assert_eq!(
+            parser.counts,
+            Counts {
+                passed: 6,
+                failed: 3,
+                skipped: 2
+            }
+        );
+    }
+
+    #[test]
+    fn crashed_binary_without_summary_counts_as_one_failure() {
+        let parser = parse(
+            "     Running tests/b.rs (target/debug/deps/b-3)\n\
+             running 4 tests\n\
+             error: test failed, to rerun pass `--test b`\n\
+             Caused by:\n\
+             \x20 process didn't exit successfully: `b-3` (signal: 6, SIGABRT: process abort signal)\n",
+        );
+        assert_eq!(parser.counts.failed, 1);
+        assert_eq!(parser.counts.passed, 0);
+    }
+
+    #[test]
+    fn compile_error_counts_as_one_failure() {
+        let parser = parse(
+            "error: could not compile `opstore-memory` (lib test) due to 2 previous errors\n",
+        );
+        assert_eq!(parser.counts.failed, 1);
+    }
+
+    #[test]
+    fn coloured_summary_is_counted() {
+        let parser = parse(
+            "test result: \x1b[32mok\x1b[0m. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n",
+        );
+        assert_eq!(parser.counts.passed, 7);
+    }
+
+    #[test]
+    fn listed_tests_are_counted_without_summaries() {
+        let parser = parse(
+            "tests::one: test\n\
+             conformance::repository::get_missing_is_not_found: test\n\
+             \n\
+             2 tests, 0 benchmarks\n\
+             src/lib.rs - Store (line 12): test\n\
+             1 test, 0 benchmarks\n",
+        );
+        assert_eq!(parser.listed, 3);
+        assert_eq!(parser.counts, Counts::default());
+    }
+}
