@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use opstore_domain::{
-    ChangeEvent, ChangeStream, Entity, Field, FieldType, Filter, Result, ScalarType, Schema,
-    SortDir, StartAt, Store, StoreError, Timestamp, TxOptions, Update, Value, WatchRequest, json,
-    run_transaction,
+    ChangeEvent, ChangeStream, Entity, Field, FieldType, Filter, Repository, Result, ScalarType,
+    Schema, SortDir, StartAt, Store, StoreError, Timestamp, TxOptions, Update, Value, WatchRequest,
+    json, run_transaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -387,6 +387,22 @@ pub async fn lacks_transactions(store: &dyn Store) -> bool {
     }
     let result = run_transaction(store, TxOptions::default(), |_tx| async { Ok(()) }).await;
     assert_unsupported(result, "transactions");
+    true
+}
+
+/// True (after asserting that `get_for_update` in a transaction is `Unsupported`)
+/// when the backend declares no row locks; cases that need them return early then.
+pub async fn lacks_row_locks(store: &dyn Store) -> bool {
+    if store.capabilities().row_locks {
+        return false;
+    }
+    let result = run_transaction(store, TxOptions::default(), |tx| async move {
+        opstore_domain::TxExt::repository::<Item>(&tx)?
+            .get_for_update("probe")
+            .await
+    })
+    .await;
+    assert_unsupported(result, "row locks");
     true
 }
 

@@ -9,6 +9,7 @@ pub mod concurrency;
 pub mod contains;
 pub mod feed;
 pub mod idempotency;
+pub mod index;
 pub mod lease;
 pub mod page;
 pub mod query;
@@ -324,5 +325,13 @@ macro_rules! __all_cases {
             $h,
             validation::operator_shaped_operand_is_compared_literally
         );
+        $crate::__conformance_test!($h, index::indexed_lookup_follows_updates);
+        $crate::__conformance_test!($h, index::indexed_lookup_follows_replace_and_delete);
+        $crate::__conformance_test!($h, index::update_many_moving_indexed_value_moves_all);
+        $crate::__conformance_test!($h, index::indexed_eq_compares_numbers_by_value);
+        $crate::__conformance_test!($h, index::indexed_eq_null_matches_absent);
+        $crate::__conformance_test!($h, index::indexed_eq_with_other_predicates);
+        $crate::__conformance_test!($h, index::rollback_restores_indexes_and_unique_values);
+        $crate::__conformance_test!($h, index::expired_documents_leave_indexed_lookups);
     };
 }

@@ -11,7 +11,9 @@ use opstore_domain::{
 use tokio::sync::oneshot;
 
 use crate::Harness;
-use crate::fixtures::{Item, LIVENESS_GUARD, Ticket, item, lacks_transactions, store_now, ticket};
+use crate::fixtures::{
+    Item, LIVENESS_GUARD, Ticket, item, lacks_row_locks, lacks_transactions, store_now, ticket,
+};
 
 /// Writes of a committed transaction are all visible afterwards.
 pub async fn tx_commit_makes_all_writes_visible(h: &impl Harness) {
@@ -262,7 +264,7 @@ pub async fn tx_get_for_update_reads_and_locks_row(h: &impl Harness) {
 /// `get_for_update` of a missing key is `Ok(None)`.
 pub async fn tx_get_for_update_of_missing_key_is_none(h: &impl Harness) {
     let store = h.store().await;
-    if lacks_transactions(&*store).await || !store.capabilities().row_locks {
+    if lacks_transactions(&*store).await || lacks_row_locks(&*store).await {
         return;
     }
     let got = run_transaction(&*store, TxOptions::default(), |tx| async move {
@@ -276,7 +278,7 @@ pub async fn tx_get_for_update_of_missing_key_is_none(h: &impl Harness) {
 /// Concurrent read-modify-write transactions with `get_for_update` lose no update.
 pub async fn tx_concurrent_read_modify_write_loses_nothing(h: &impl Harness) {
     let store = h.store().await;
-    if lacks_transactions(&*store).await || !store.capabilities().row_locks {
+    if lacks_transactions(&*store).await || lacks_row_locks(&*store).await {
         return;
     }
     store
