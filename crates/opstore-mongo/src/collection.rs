@@ -379,11 +379,21 @@ impl Collection for MongoCollection {
         Ok(d.map(from_stored))
     }
 
-    /// MongoDB has no row locks; inside a transaction the read joins its
-    /// snapshot, and a concurrent write to the document makes one of the two
-    /// transactions fail with a write conflict, which the runner retries.
+    /// MongoDB has no row locks: inside a transaction the document is locked by
+    /// writing a hidden field (`_opstore_lock`), so a concurrent transaction
+    /// that writes it conflicts and is retried by its runner. Outside a
+    /// transaction this is `get`. The change feed ignores these writes.
     async fn get_for_update(&self, key: &str) -> Result<Option<Value>> {
-        self.get(key).await
+        if self.tx.is_none() {
+            return self.get(key).await;
+        }
+        check_key(self.name(), key)?;
+        let lock = doc! { "$inc": { translate::LOCK_FIELD: 1_i64 } };
+        let d = self
+            .find_one_and_update(self.by_key(key), lock, None)
+            .await
+            .map_err(|e| error::map(&self.what("get_for_update", key), e))?;
+        Ok(d.map(from_stored))
     }
 
     async fn find(&self, query: &Query) -> Result<Vec<Value>> {

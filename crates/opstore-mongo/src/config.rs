@@ -5,15 +5,6 @@ use std::time::Duration;
 
 use opstore_domain::ManualClock;
 
-/// How far back `StartAt::Beginning` reaches in a change feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedHistory {
-    /// As far as the server's oplog retains (the oldest oplog entry).
-    Oplog,
-    /// At most this far back from now, and never before the oldest oplog entry.
-    Window(Duration),
-}
-
 /// The clock that judges expiry of leases, idempotency keys and TTL documents.
 #[derive(Debug, Clone)]
 pub enum ExpiryClock {
@@ -43,8 +34,11 @@ pub struct MongoConfig {
     pub server_selection_timeout: Duration,
     /// Server-side time limit of a read (`maxTimeMS`, default 30 s).
     pub operation_timeout: Duration,
-    /// What `StartAt::Beginning` means (default [`FeedHistory::Oplog`]).
-    pub feed_history: FeedHistory,
+    /// Change-feed retention on top of the server's oplog (default `None`: the
+    /// oplog alone decides). With `Some(age)`, a resume token older than `age`
+    /// (by the expiry clock) is `ResumeTokenExpired`, and `StartAt::Beginning`
+    /// reaches back at most `age`.
+    pub feed_retention: Option<Duration>,
     /// The clock judging expiry (default [`ExpiryClock::Server`]).
     pub clock: ExpiryClock,
 }
@@ -58,7 +52,7 @@ impl MongoConfig {
             connect_timeout: Duration::from_secs(10),
             server_selection_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
-            feed_history: FeedHistory::Oplog,
+            feed_retention: None,
             clock: ExpiryClock::Server,
         }
     }
@@ -77,7 +71,7 @@ impl fmt::Debug for MongoConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("server_selection_timeout", &self.server_selection_timeout)
             .field("operation_timeout", &self.operation_timeout)
-            .field("feed_history", &self.feed_history)
+            .field("feed_retention", &self.feed_retention)
             .field("clock", &self.clock)
             .finish()
     }

@@ -1,6 +1,8 @@
 //! The change feed on MongoDB change streams.
 //!
-//! Tokens are the server's resume token document, encoded as BSON bytes. Update
+//! Tokens are a version byte, the expiry-clock time the event was read (8 bytes,
+//! microseconds, big-endian; used by the optional retention policy) and the
+//! server's resume token document as BSON. Update
 //! events carry the current document (`fullDocument: updateLookup`). A filter
 //! becomes a `$match` stage on `fullDocument`, so only matching events leave the
 //! server; filtered watches receive no deletes (they carry no document). A
@@ -19,7 +21,6 @@ use opstore_domain::{
     Timestamp, WatchRequest,
 };
 
-use crate::config::FeedHistory;
 use crate::error;
 use crate::store::Ctx;
 use crate::translate;
@@ -54,9 +55,9 @@ impl MongoFeed {
                 time: 1,
                 increment: 0,
             });
-        match self.ctx.config.feed_history {
-            FeedHistory::Oplog => oldest,
-            FeedHistory::Window(window) => {
+        match self.ctx.config.feed_retention {
+            None => oldest,
+            Some(window) => {
                 let since = Timestamp::now().sub(window).as_millis() / 1000;
                 let since = u32::try_from(since.max(1)).unwrap_or(u32::MAX);
                 if since > oldest.time {
@@ -72,15 +73,19 @@ impl MongoFeed {
     }
 }
 
-/// Encodes a driver token as opaque bytes.
-fn encode_token(t: &DriverToken) -> Result<ResumeToken> {
+/// Version byte of the token layout.
+const TOKEN_V1: u8 = 1;
+
+/// Encodes a driver token and the time it was read as opaque bytes.
+fn encode_token(t: &DriverToken, read_at: Timestamp) -> Result<ResumeToken> {
     let bad = |e: String| StoreError::Backend {
         message: format!("cannot encode a resume token: {e}"),
         source: None,
     };
     match mongodb::bson::to_bson(t).map_err(|e| bad(e.to_string()))? {
         Bson::Document(d) => {
-            let mut bytes = Vec::new();
+            let mut bytes = vec![TOKEN_V1];
+            bytes.extend_from_slice(&read_at.as_micros().to_be_bytes());
             d.to_writer(&mut bytes).map_err(|e| bad(e.to_string()))?;
             Ok(ResumeToken::from_bytes(bytes))
         }
@@ -92,17 +97,28 @@ fn encode_token(t: &DriverToken) -> Result<ResumeToken> {
 }
 
 /// Decodes bytes made by [`encode_token`].
-pub(crate) fn decode_token(t: &ResumeToken) -> Result<DriverToken> {
+pub(crate) fn decode_token(t: &ResumeToken) -> Result<(DriverToken, Timestamp)> {
     let bad = || {
         StoreError::Validation(format!(
             "resume token {t} is not a MongoDB change-stream token"
         ))
     };
-    let d = Document::from_reader(t.as_bytes()).map_err(|_| bad())?;
-    mongodb::bson::from_bson(Bson::Document(d)).map_err(|_| bad())
+    let bytes = t.as_bytes();
+    if bytes.len() < 9 || bytes[0] != TOKEN_V1 {
+        return Err(bad());
+    }
+    let mut micros = [0u8; 8];
+    micros.copy_from_slice(&bytes[1..9]);
+    let d = Document::from_reader(&bytes[9..]).map_err(|_| bad())?;
+    let token = mongodb::bson::from_bson(Bson::Document(d)).map_err(|_| bad())?;
+    Ok((token, Timestamp::from_micros(i64::from_be_bytes(micros))))
 }
 
-fn to_event(collection: &str, e: ChangeStreamEvent<Document>) -> Option<Result<ChangeEvent>> {
+fn to_event(
+    collection: &str,
+    e: ChangeStreamEvent<Document>,
+    read_at: Timestamp,
+) -> Option<Result<ChangeEvent>> {
     let op = match e.operation_type {
         OperationType::Insert => ChangeOp::Insert,
         OperationType::Update => ChangeOp::Update,
@@ -121,12 +137,21 @@ fn to_event(collection: &str, e: ChangeStreamEvent<Document>) -> Option<Result<C
         }
         _ => return None,
     };
+    // Row locks taken by `get_for_update` are not changes of the entity.
+    if let Some(u) = &e.update_description {
+        let lock_only = u.removed_fields.is_empty()
+            && !u.updated_fields.is_empty()
+            && u.updated_fields.keys().all(|k| k == translate::LOCK_FIELD);
+        if lock_only {
+            return None;
+        }
+    }
     let key = match e.document_key.as_ref().and_then(|k| k.get("_id")) {
         Some(Bson::String(s)) => s.clone(),
         Some(other) => other.to_string(),
         None => String::new(),
     };
-    let token = match encode_token(&e.id) {
+    let token = match encode_token(&e.id, read_at) {
         Ok(t) => t,
         Err(err) => return Some(Err(err)),
     };
@@ -176,13 +201,27 @@ impl ChangeFeed for MongoFeed {
         match &request.start {
             StartAt::Now => {}
             StartAt::Beginning => watch = watch.start_at_operation_time(self.beginning().await),
-            StartAt::After(token) => watch = watch.resume_after(decode_token(token)?),
+            StartAt::After(token) => {
+                let (token, read_at) = decode_token(token)?;
+                if let Some(retention) = self.ctx.config.feed_retention {
+                    let age = self.ctx.now().since(read_at);
+                    if age > retention {
+                        return Err(StoreError::ResumeTokenExpired(format!(
+                            "watch `{name}`: the token is {}s old; the feed retains {}s",
+                            age.as_secs(),
+                            retention.as_secs()
+                        )));
+                    }
+                }
+                watch = watch.resume_after(token);
+            }
         }
         let what = format!("watch `{name}`");
         let stream = watch.await.map_err(|e| error::map(&what, e))?;
+        let ctx = Arc::clone(&self.ctx);
         let stream = stream.filter_map(move |item| {
             let out = match item {
-                Ok(e) => to_event(&name, e),
+                Ok(e) => to_event(&name, e, ctx.now()),
                 Err(e) => Some(Err(error::map(&format!("watch `{name}`"), e))),
             };
             futures::future::ready(out)

@@ -28,5 +28,5 @@ mod store;
 pub mod translate;
 mod tx;
 
-pub use config::{ExpiryClock, FeedHistory, MongoConfig};
+pub use config::{ExpiryClock, MongoConfig};
 pub use store::MongoStore;

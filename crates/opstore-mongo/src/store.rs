@@ -232,8 +232,8 @@ impl Store for MongoStore {
     fn capabilities(&self) -> Capabilities {
         let rs = self.ctx.replica_set;
         let mut notes = vec![
-            "row locks: MongoDB has none; transactions run on snapshots and a concurrent write to the same \
-             document is a write conflict, retried by the runner"
+            "row locks: get_for_update writes a hidden lock field inside the transaction; a concurrent \
+             transaction touching the document gets a write conflict and is retried"
                 .to_owned(),
         ];
         if !rs {
@@ -245,7 +245,7 @@ impl Store for MongoStore {
         }
         Capabilities {
             transactions: rs,
-            row_locks: false,
+            row_locks: rs,
             change_feed: rs,
             change_feed_order: "collection",
             sort_any_field: true,

@@ -14,10 +14,15 @@ use opstore_domain::{
 /// Hidden field holding the TTL field as a BSON date, for the TTL index.
 pub const TTL_SHADOW: &str = "_opstore_ttl";
 
+/// Hidden field `get_for_update` writes inside a transaction to lock a document.
+pub const LOCK_FIELD: &str = "_opstore_lock";
+
 /// MongoDB's largest document, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
-/// JSON to BSON: integers become `Int64`, other numbers `Double`.
+/// JSON to BSON: integers become `Int64`, other numbers `Double`; object keys
+/// are written in sorted order, so equal objects are equal BSON whatever order
+/// their keys were built in (MongoDB compares embedded documents in order).
 pub fn to_bson(v: &Value) -> Bson {
     match v {
         Value::Null => Bson::Null,
@@ -29,7 +34,47 @@ pub fn to_bson(v: &Value) -> Bson {
         Value::String(s) => Bson::String(s.clone()),
         Value::Array(items) => Bson::Array(items.iter().map(to_bson).collect()),
         Value::Object(map) => {
-            Bson::Document(map.iter().map(|(k, v)| (k.clone(), to_bson(v))).collect())
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Bson::Document(
+                keys.into_iter()
+                    .map(|k| (k.clone(), to_bson(&map[k])))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// A value written at `path`: integers bound for a `Float` field are stored as
+/// doubles, so writing `2` over `2.0` is no change (as in the portable model).
+fn typed_bson(schema: &Schema, path: &str, v: &Value) -> Bson {
+    match (schema.resolve(path), v) {
+        (Ok(FieldType::Float), Value::Number(n)) => Bson::Double(n.as_f64().unwrap_or(f64::NAN)),
+        _ => to_bson(v),
+    }
+}
+
+/// Stores integers of declared `Float` fields as doubles.
+fn coerce_floats(schema: &Schema, d: &mut Document) {
+    for field in schema
+        .fields()
+        .iter()
+        .filter(|f| f.ty() == FieldType::Float)
+    {
+        let mut cur = &mut *d;
+        let mut segs = field.path().split('.').peekable();
+        while let Some(seg) = segs.next() {
+            if segs.peek().is_none() {
+                if let Some(Bson::Int64(i)) = cur.get(seg) {
+                    let f = *i as f64;
+                    cur.insert(seg, Bson::Double(f));
+                }
+                break;
+            }
+            match cur.get_mut(seg) {
+                Some(Bson::Document(next)) => cur = next,
+                _ => break,
+            }
         }
     }
 }
@@ -55,6 +100,7 @@ pub fn to_json(b: Bson) -> Value {
 pub fn from_stored(mut d: Document) -> Value {
     d.remove("_id");
     d.remove(TTL_SHADOW);
+    d.remove(LOCK_FIELD);
     to_json(Bson::Document(d))
 }
 
@@ -66,6 +112,7 @@ pub fn to_stored(schema: &Schema, key: &str, doc: &Value, op: &str) -> Result<Do
     if let Bson::Document(fields) = to_bson(doc) {
         d.extend(fields);
     }
+    coerce_floats(schema, &mut d);
     if let Some(ttl) = schema.ttl() {
         if let Some(date) = ttl_date(opstore_domain::eval::get_path(doc, &ttl.field)) {
             d.insert(TTL_SHADOW, date);
@@ -237,10 +284,10 @@ pub fn update(schema: &Schema, u: &Checked<Update>) -> Result<Document> {
             UpdateOp::Unset(_) => {}
         }
         match op {
-            UpdateOp::Set(_, v) => set.insert(path, to_bson(v)),
-            UpdateOp::SetOnInsert(_, v) => on_insert.insert(path, to_bson(v)),
+            UpdateOp::Set(_, v) => set.insert(path, typed_bson(schema, path, v)),
+            UpdateOp::SetOnInsert(_, v) => on_insert.insert(path, typed_bson(schema, path, v)),
             UpdateOp::Unset(_) => unset.insert(path, ""),
-            UpdateOp::Inc(_, v) => inc.insert(path, to_bson(v)),
+            UpdateOp::Inc(_, v) => inc.insert(path, typed_bson(schema, path, v)),
             UpdateOp::Push(_, v) => match schema.resolve(path) {
                 Ok(FieldType::Set(_)) => add_to_set.insert(path, to_bson(v)),
                 _ => push.insert(path, to_bson(v)),

@@ -33,6 +33,7 @@ impl Harness for MongoHarness {
         let database = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut config = MongoConfig::new(self.url.clone(), database);
         config.clock = ExpiryClock::Manual(self.clock.clone());
+        config.feed_retention = Some(opstore_testkit::MAX_FEED_RETENTION);
         let store = MongoStore::connect(config)
             .await
             .expect("connect to OPSTORE_MONGODB_URL");
