@@ -74,3 +74,39 @@ pub fn generate(schemas: &[&Schema]) -> Vec<(String, String)> {
     let text = serde_json::to_string_pretty(&specs).unwrap_or_else(|_| "[]".to_owned());
     vec![("schema/indexes.json".to_owned(), format!("{text}\n"))]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cargo xtask codegen` writes the file; this keeps it honest between runs
+    /// (set `OPSTORE_BLESS=1` to rewrite it from here).
+    #[test]
+    fn checked_in_index_specs_are_fresh() {
+        let files = generate(&opstore_domain::entities::all_schemas());
+        for (path, text) in files {
+            let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&path);
+            if std::env::var_os("OPSTORE_BLESS").is_some() {
+                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                std::fs::write(&full, &text).unwrap();
+            }
+            let on_disk = std::fs::read_to_string(&full).unwrap_or_default();
+            assert!(
+                on_disk == text,
+                "{path} is stale: run `cargo xtask codegen`"
+            );
+        }
+    }
+
+    #[test]
+    fn unique_indexes_skip_absent_values_and_ttl_uses_the_shadow_date() {
+        let specs = index_specs(opstore_domain::entities::dead_letter::DeadLetter::schema_ref());
+        assert!(
+            specs
+                .iter()
+                .all(|s| !s.unique && s.expire_after_seconds.is_none()),
+            "{specs:?}"
+        );
+        assert!(specs.iter().any(|s| s.path == "processor"));
+    }
+}

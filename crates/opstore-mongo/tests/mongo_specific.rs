@@ -331,3 +331,13 @@ async fn migrate_is_idempotent_and_reports_a_replica_set() {
         .unwrap();
     assert!(names.contains(&"opstore_sku".to_owned()), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_domain_entity_migrates_twice() {
+    let store = store().await;
+    let schemas = opstore_domain::entities::all_schemas();
+    let first = store.migrate(&schemas).await.unwrap();
+    assert!(!first.applied.is_empty());
+    let second = store.migrate(&schemas).await.unwrap();
+    assert!(second.applied.is_empty(), "{second:?}");
+}
