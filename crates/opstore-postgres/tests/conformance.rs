@@ -1,0 +1,54 @@
+//! The shared conformance suite on a PostgreSQL server (`OPSTORE_POSTGRES_URL`),
+//! one fresh schema per test. Expiry is judged by the server clock, so
+//! `advance` waits the time out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use opstore_domain::Store;
+use opstore_postgres::{PgConfig, PgStore};
+use opstore_testkit::{Harness, fixtures};
+
+/// Feed retention of test stores: well under the suite's maximum, long enough
+/// that no case's own history ages out while it runs.
+const FEED_RETENTION: Duration = Duration::from_secs(30);
+
+struct PgHarness {
+    url: String,
+}
+
+fn harness() -> PgHarness {
+    let url = std::env::var("OPSTORE_POSTGRES_URL")
+        .expect("OPSTORE_POSTGRES_URL must name a PostgreSQL server (cargo xtask test sets it)");
+    PgHarness { url }
+}
+
+#[async_trait]
+impl Harness for PgHarness {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        let mut config = PgConfig::from_url(self.url.clone());
+        config.schema = Some(format!("t_{}", uuid::Uuid::new_v4().simple()));
+        config.max_connections = 8;
+        config.feed_retention = FEED_RETENTION;
+        config.feed_poll_interval = Duration::from_millis(200);
+        let store = PgStore::connect(config)
+            .await
+            .expect("connect to OPSTORE_POSTGRES_URL");
+        store
+            .migrate(&fixtures::schemas())
+            .await
+            .expect("migrate fixtures");
+        Arc::new(store)
+    }
+
+    async fn advance(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+opstore_testkit::conformance_tests!(harness());
