@@ -1,4 +1,15 @@
-//! opstore-scylla.
+//! opstore's ScyllaDB adapter on the `scylla` driver.
+//!
+//! A table per entity (partition key = entity key, clustering columns from the
+//! schema, typed columns plus the whole document in `doc`), secondary indexes
+//! for indexed fields, unique fields through LWT claim tables, leases and
+//! idempotency keys through lightweight transactions, the change feed through
+//! CDC log tables. Reads the data model cannot serve efficiently are refused
+//! with `Unsupported` unless [`ScanPolicy::Bounded`] opts into a bounded scan.
+//! Multi-document transactions are not available.
+//!
+//! Every module talks to the driver through the [`CqlSession`] seam.
+
 pub mod breaker;
 pub mod codegen;
 pub mod collection;
@@ -6,7 +17,317 @@ pub mod config;
 pub mod coord;
 pub mod error;
 pub mod exec;
+pub mod feed;
 pub mod planner;
 pub mod session;
 pub mod table;
 pub mod value;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use opstore_domain::{
+    Capabilities, ChangeFeed, CheckpointStore, Clock, Collection, HealthReport, IdempotencyStore,
+    LockManager, MigrationReport, Result, Schema, Store, StoreError, SystemClock, TxOptions,
+    TxWork,
+};
+
+pub use breaker::{Admission, BreakerState, CircuitBreaker};
+pub use config::{
+    BreakerConfig, Credentials, FeedConfig, Replication, ScanPolicy, ScyllaConfig, Secret,
+};
+pub use session::{CqlSession, DriverError, DriverSession};
+
+use codegen::{DdlKind, DdlOptions, ddl};
+use error::{Op, map_driver_error};
+use exec::Exec;
+
+/// The ScyllaDB store.
+#[derive(Clone)]
+pub struct ScyllaStore {
+    exec: Exec,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl fmt::Debug for ScyllaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScyllaStore")
+            .field("cluster", &self.exec.config.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScyllaStore {
+    /// Validates `config` and connects; `Connection` when no node answers.
+    pub async fn connect(config: ScyllaConfig) -> Result<Self> {
+        config.validate()?;
+        let session = DriverSession::connect(&config)
+            .await
+            .map_err(|e| map_driver_error(Op::new("connect", &config.describe()), e))?;
+        Ok(Self::with_session(
+            config,
+            Arc::new(session),
+            Arc::new(SystemClock),
+        ))
+    }
+
+    /// A store over any [`CqlSession`] (the driver, or a recording fake in unit
+    /// tests); `clock` drives the health check's circuit breaker.
+    pub fn with_session(
+        config: ScyllaConfig,
+        session: Arc<dyn CqlSession>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let breaker = Arc::new(CircuitBreaker::new(config.breaker, clock));
+        ScyllaStore {
+            exec: Exec {
+                session,
+                config: Arc::new(config),
+            },
+            breaker,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ScyllaConfig {
+        &self.exec.config
+    }
+
+    /// The health check's circuit breaker.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Probes the cluster every `health_check_interval` until the task is aborted,
+    /// logging transitions; the breaker keeps a dead cluster from being hammered.
+    pub fn spawn_health_checks(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(store.exec.config.health_check_interval);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.health().await {
+                    tracing::warn!(error = %e, "scylla health check failed");
+                }
+            }
+        })
+    }
+
+    fn ddl_options(&self) -> DdlOptions {
+        let c = &self.exec.config;
+        DdlOptions {
+            keyspace: c.keyspace.clone(),
+            replication: c.replication.clone(),
+            tablets: c.tablets,
+            cdc_ttl_secs: c.feed.retention.as_secs().max(1),
+        }
+    }
+
+    async fn names(&self, cql: &str, column: &str) -> Result<Vec<String>> {
+        let ks = self.exec.config.keyspace.clone();
+        let stmt = self.exec.stmt(cql.to_owned());
+        let rows = self
+            .exec
+            .run(
+                Op::new("migrate", &ks),
+                &stmt,
+                &[value::CqlValue::Text(ks.clone())],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.text(column).map(str::to_owned))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    fn backend(&self) -> &'static str {
+        "scylla"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let bounded = matches!(self.exec.config.scan_policy, ScanPolicy::Bounded { .. });
+        Capabilities {
+            transactions: false,
+            row_locks: false,
+            change_feed: true,
+            change_feed_order: "partition",
+            sort_any_field: false,
+            filter_any_field: false,
+            aggregates: false,
+            claim: true,
+            notes: vec![
+                "no multi-document transactions: single-document writes are compare-and-set (LWT)".into(),
+                "filters need an equality on the key or an indexed field; others are Unsupported unless ScanPolicy::Bounded".into(),
+                "sorts, count-by and min/max/sum run in process over the rows a key or index lookup selects".into(),
+                "change feed from CDC log tables, ordered per partition, read a confidence window behind now".into(),
+                "insert_many checks keys first and rolls back its own rows if a concurrent writer wins a key".into(),
+                format!("bounded scans {}", if bounded { "enabled" } else { "disabled" }),
+            ],
+        }
+    }
+
+    async fn health(&self) -> Result<HealthReport> {
+        if let Admission::Rejected { retry_in } = self.breaker.admit() {
+            return Err(StoreError::Connection(format!(
+                "health check of {} skipped: circuit open after repeated failures; next probe in {retry_in:?}",
+                self.exec.config.describe()
+            )));
+        }
+        let started = Instant::now();
+        let stmt = self
+            .exec
+            .stmt("SELECT release_version FROM system.local".into());
+        match self.exec.session.execute(&stmt, &[]).await {
+            Ok(rows) => {
+                self.breaker.record_success();
+                Ok(HealthReport {
+                    backend: "scylla",
+                    server: rows
+                        .first()
+                        .and_then(|r| r.text("release_version"))
+                        .map_or_else(
+                            || "scylla".to_owned(),
+                            |v| format!("scylla (cql release {v})"),
+                        ),
+                    latency: started.elapsed(),
+                })
+            }
+            Err(e) => {
+                self.breaker.record_failure();
+                Err(map_driver_error(
+                    Op::new("health", &self.exec.config.describe()),
+                    e,
+                ))
+            }
+        }
+    }
+
+    async fn migrate(&self, schemas: &[&'static Schema]) -> Result<MigrationReport> {
+        let ks = self.exec.config.keyspace.clone();
+        let op = Op::new("migrate", &ks);
+        let keyspaces = self
+            .names(
+                "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+                "keyspace_name",
+            )
+            .await?;
+        let (tables, indexes) = if keyspaces.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                self.names(
+                    "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+                    "table_name",
+                )
+                .await?,
+                self.names(
+                    "SELECT index_name FROM system_schema.indexes WHERE keyspace_name = ?",
+                    "index_name",
+                )
+                .await?,
+            )
+        };
+        let mut report = MigrationReport::default();
+        for step in ddl(&self.ddl_options(), schemas) {
+            let exists = match step.kind {
+                DdlKind::Keyspace => !keyspaces.is_empty(),
+                DdlKind::Table => tables.contains(&step.name),
+                DdlKind::Index => indexes.contains(&step.name),
+            };
+            let label = format!("{:?} {}", step.kind, step.name).to_lowercase();
+            if !exists {
+                self.exec
+                    .session
+                    .schema_change(&step.cql)
+                    .await
+                    .map_err(|e| map_driver_error(op, e))?;
+                report.applied.push(label);
+                continue;
+            }
+            if step.kind == DdlKind::Table {
+                let stmt = self.exec.stmt(
+                    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?".into(),
+                );
+                let rows = self
+                    .exec
+                    .run(
+                        op,
+                        &stmt,
+                        &[
+                            value::CqlValue::Text(ks.clone()),
+                            value::CqlValue::Text(step.name.clone()),
+                        ],
+                    )
+                    .await?;
+                let have: Vec<&str> = rows.iter().filter_map(|r| r.text("column_name")).collect();
+                for (col, ty) in &step.columns {
+                    if !have.contains(&col.trim_matches('"')) {
+                        let cql = format!("ALTER TABLE {ks}.{} ADD {col} {ty}", step.name);
+                        self.exec
+                            .session
+                            .schema_change(&cql)
+                            .await
+                            .map_err(|e| map_driver_error(op, e))?;
+                        report.applied.push(format!(
+                            "column {}.{}",
+                            step.name,
+                            col.trim_matches('"')
+                        ));
+                    }
+                }
+            }
+            report.unchanged.push(label);
+        }
+        self.exec
+            .session
+            .await_schema_agreement()
+            .await
+            .map_err(|e| map_driver_error(op, e))?;
+        Ok(report)
+    }
+
+    fn collection(&self, schema: &'static Schema) -> Result<Arc<dyn Collection>> {
+        Ok(Arc::new(collection::ScyllaCollection::new(
+            self.exec.clone(),
+            schema,
+        )))
+    }
+
+    fn change_feed(&self) -> Arc<dyn ChangeFeed> {
+        Arc::new(feed::ScyllaFeed::new(self.exec.clone()))
+    }
+
+    fn locks(&self) -> Arc<dyn LockManager> {
+        Arc::new(coord::ScyllaLocks::new(self.exec.clone()))
+    }
+
+    fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        Arc::new(coord::ScyllaIdempotency::new(self.exec.clone()))
+    }
+
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        Arc::new(coord::ScyllaCheckpoints::new(self.exec.clone()))
+    }
+
+    async fn transaction<'a>(&self, _options: TxOptions, _work: &TxWork<'a>) -> Result<()> {
+        Err(StoreError::Unsupported(
+            "transactions on scylla: ScyllaDB has no multi-partition transactions (capability transactions). \
+             Use single-document writes (update_one is a compare-and-set), claim, or leases with fencing tokens"
+                .into(),
+        ))
+    }
+
+    async fn close(&self) {
+        self.exec.session.close().await;
+    }
+}
