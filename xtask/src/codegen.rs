@@ -127,13 +127,30 @@ fn adapter_path(crate_dir: &str, path: &str) -> Result<PathBuf, String> {
     Ok(Path::new(crate_dir).join(relative))
 }
 
-/// The adapters' generators, by crate directory. Each adapter crate with a `codegen`
-/// module is added here (and as an optional dependency under the `adapters` feature).
+/// The adapters' generators, by crate directory; none without the `adapters` feature.
 mod adapters {
     use opstore_domain::Schema;
 
-    /// No adapter has a generator yet.
-    pub fn generate(_schemas: &[&Schema]) -> Vec<(&'static str, Vec<(String, String)>)> {
+    #[cfg(feature = "adapters")]
+    pub fn generate(schemas: &[&'static Schema]) -> Vec<(&'static str, Vec<(String, String)>)> {
+        vec![
+            (
+                "crates/opstore-postgres",
+                opstore_postgres::codegen::generate(schemas),
+            ),
+            (
+                "crates/opstore-mongo",
+                opstore_mongo::codegen::generate(schemas),
+            ),
+            (
+                "crates/opstore-scylla",
+                opstore_scylla::codegen::generate(schemas),
+            ),
+        ]
+    }
+
+    #[cfg(not(feature = "adapters"))]
+    pub fn generate(_schemas: &[&'static Schema]) -> Vec<(&'static str, Vec<(String, String)>)> {
         Vec::new()
     }
 }
