@@ -211,6 +211,34 @@ impl AutomationService {
         })
     }
 
+    /// The service over unused mock repositories, for tests of the health check.
+    #[cfg(test)]
+    fn with_parts(
+        store: Arc<dyn Store>,
+        raw: Arc<dyn RawQuery>,
+        breaker: BreakerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        fn unused<T: Entity>(raw: &Arc<dyn RawQuery>) -> EntityRepository<T> {
+            EntityRepository::new(
+                Arc::new(opstore_domain::ports::collection::MockRepository::new()),
+                Arc::clone(raw),
+            )
+        }
+        AutomationService {
+            users: unused(&raw),
+            jobs: unused(&raw),
+            time_jobs: unused(&raw),
+            event_jobs: unused(&raw),
+            condition_jobs: unused(&raw),
+            tasks: unused(&raw),
+            keepers: unused(&raw),
+            api_keys: unused(&raw),
+            breaker: CircuitBreaker::new(breaker, clock),
+            store,
+        }
+    }
+
     /// Users.
     pub fn users(&self) -> &EntityRepository<User> {
         &self.users

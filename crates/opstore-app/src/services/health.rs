@@ -14,7 +14,9 @@ use opstore_domain::{
     TxOptions, Update, UpdateCount, Value, run_transaction,
 };
 
-use super::{new_id, put, repository};
+use super::{new_id, repository};
+
+mod maintenance;
 
 const NODE: &str = "healthevent.nodename";
 const QUARANTINE: &str = "healtheventstatus.nodequarantined";
@@ -27,7 +29,7 @@ const CREATED_AT: &str = "createdAt";
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
     /// Stored.
-    Created(HealthEventRecord),
+    Created(Box<HealthEventRecord>),
     /// An event with the same idempotency key is already stored; nothing was written.
     Duplicate {
         /// Key of the stored event.
@@ -172,7 +174,7 @@ impl HealthEventService {
             }
         }
         let err = match self.events.insert(&record).await {
-            Ok(()) => return Ok(CreateOutcome::Created(record)),
+            Ok(()) => return Ok(CreateOutcome::Created(Box::new(record))),
             Err(e) => e,
         };
         // A concurrent writer may have stored the same key between the check and
@@ -384,28 +386,6 @@ impl HealthEventService {
             }
         })
         .await
-    }
-
-    /// Stores a maintenance event whole (insert or replace by id).
-    pub async fn save_maintenance(&self, event: &MaintenanceEvent) -> Result<()> {
-        put(self.maintenance.as_ref(), event).await
-    }
-
-    /// The maintenance event with this id.
-    pub async fn get_maintenance(&self, id: &str) -> Result<Option<MaintenanceEvent>> {
-        self.maintenance.get(id).await
-    }
-
-    /// Maintenance events of a node, in the order received.
-    pub async fn maintenance_for_node(&self, node: &str) -> Result<Vec<MaintenanceEvent>> {
-        let query = Query::filter(Filter::eq("nodeName", node)).sort_asc("eventReceivedTimestamp");
-        self.maintenance.find(&query).await
-    }
-
-    /// Maintenance events in a processing status, by scheduled start.
-    pub async fn maintenance_by_status(&self, status: &str) -> Result<Vec<MaintenanceEvent>> {
-        let query = Query::filter(Filter::eq("status", status)).sort_asc("scheduledStartTime");
-        self.maintenance.find(&query).await
     }
 }
 
