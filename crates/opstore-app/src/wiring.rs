@@ -15,6 +15,13 @@ pub async fn connect(config: &StoreConfig) -> Result<Arc<dyn Store>> {
         Backend::Memory => Ok(Arc::new(opstore_memory::MemoryStore::new(
             opstore_memory::MemoryConfig::default(),
         ))),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => postgres(config).await,
+        #[cfg(feature = "mongo")]
+        Backend::Mongo => mongo(config).await,
+        #[cfg(feature = "scylla")]
+        Backend::Scylla => scylla(config).await,
+        #[allow(unreachable_patterns)]
         other => Err(feature_off(other)),
     }
 }
@@ -24,4 +31,111 @@ fn feature_off(backend: Backend) -> StoreError {
         "the {backend:?} backend is not compiled in: enable the `{}` feature of opstore-app",
         backend.feature()
     ))
+}
+
+/// Appends `key=value` query parameters to a URL.
+#[cfg(any(feature = "postgres", feature = "mongo"))]
+fn with_params(url: &str, params: &[(&str, String)]) -> String {
+    let mut out = url.to_owned();
+    for (key, value) in params {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+    }
+    out
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    let mut params = Vec::new();
+    if let Some(ca) = &config.tls.ca_file {
+        params.push(("sslrootcert", ca.display().to_string()));
+    }
+    if let Some(cert) = &config.tls.cert_file {
+        params.push(("sslcert", cert.display().to_string()));
+    }
+    if let Some(key) = &config.tls.key_file {
+        params.push(("sslkey", key.display().to_string()));
+    }
+    let mut pg = opstore_postgres::PgConfig::from_url(with_params(config.url.expose(), &params));
+    pg.max_connections = config.pool_size;
+    pg.acquire_timeout = config.connect_timeout;
+    pg.statement_timeout = Some(config.operation_timeout);
+    pg.schema = config.database.clone();
+    Ok(Arc::new(opstore_postgres::PgStore::connect(pg).await?))
+}
+
+#[cfg(feature = "mongo")]
+async fn mongo(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    let url = config.url.expose();
+    let database = config
+        .database
+        .clone()
+        .or_else(|| database_in_path(url))
+        .unwrap_or_else(|| "opstore".to_owned());
+    let mut params = Vec::new();
+    if let Some(ca) = &config.tls.ca_file {
+        params.push(("tls", "true".to_owned()));
+        params.push(("tlsCAFile", ca.display().to_string()));
+    }
+    if let Some(cert) = &config.tls.cert_file {
+        params.push(("tlsCertificateKeyFile", cert.display().to_string()));
+    }
+    let mut mongo = opstore_mongo::MongoConfig::new(with_params(url, &params), database);
+    mongo.connect_timeout = config.connect_timeout;
+    mongo.server_selection_timeout = config.connect_timeout;
+    mongo.operation_timeout = config.operation_timeout;
+    Ok(Arc::new(opstore_mongo::MongoStore::connect(mongo).await?))
+}
+
+/// The database named in a `mongodb://host/db?...` URL path.
+#[cfg(feature = "mongo")]
+fn database_in_path(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let path = rest.split_once('/')?.1;
+    let db = path.split('?').next()?;
+    (!db.is_empty()).then(|| db.to_owned())
+}
+
+#[cfg(feature = "scylla")]
+async fn scylla(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    if config.tls != crate::config::TlsFiles::default() {
+        return Err(StoreError::Unsupported(
+            "TLS files for the scylla backend are not wired through StoreConfig; build an opstore_scylla::ScyllaConfig"
+                .into(),
+        ));
+    }
+    let mut scylla = opstore_scylla::ScyllaConfig::from_url(config.url.expose())?;
+    if let Some(keyspace) = &config.database {
+        scylla.keyspace = keyspace.clone();
+    }
+    scylla.connect_timeout = config.connect_timeout;
+    scylla.request_timeout = config.operation_timeout;
+    Ok(Arc::new(
+        opstore_scylla::ScyllaStore::connect(scylla).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_url_opens_the_memory_store() {
+        let store = connect(&StoreConfig::from_url("memory://").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.backend(), "memory");
+    }
+
+    #[cfg(not(feature = "scylla"))]
+    #[tokio::test]
+    async fn a_backend_without_its_feature_names_the_feature() {
+        let err = connect(&StoreConfig::from_url("scylla://127.0.0.1:9042/ks").unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.is_validation());
+        assert!(err.to_string().contains("`scylla` feature"), "{err}");
+    }
 }
