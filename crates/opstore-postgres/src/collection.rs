@@ -191,14 +191,14 @@ impl PgCollection {
     }
 }
 
+/// LIMIT and OFFSET as literals: they are integers formatted here (no caller
+/// text), and literal values let the planner pick a top-N plan.
 fn push_limit(sql: &mut Sql, skip: u64, limit: u64) {
     if limit > 0 {
-        sql.push(" LIMIT ")
-            .push_bind(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        sql.push(&format!(" LIMIT {}", limit.min(i64::MAX as u64)));
     }
     if skip > 0 {
-        sql.push(" OFFSET ")
-            .push_bind(Bind::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
+        sql.push(&format!(" OFFSET {}", skip.min(i64::MAX as u64)));
     }
 }
 

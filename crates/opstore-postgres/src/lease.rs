@@ -1,8 +1,8 @@
 //! Leases with fencing tokens in one table; every operation is one statement and
 //! expiry is judged by the database clock (`clock_timestamp()`).
 //!
-//! A released lease keeps its row (with an expiry in the past), so the next
-//! acquisition continues its token sequence: tokens strictly increase per name.
+//! Fencing tokens come from one sequence, so they strictly increase per name
+//! across takeovers and releases (a released lease's row is deleted).
 
 use std::time::Duration;
 
@@ -75,8 +75,8 @@ impl LockManager for PgLocks {
         );
         sql.push(&format!(
             "INSERT INTO {TABLE} AS l (name, owner, token, expires_at) \
-             VALUES ({n}, {o}, 1, clock_timestamp() + {ttl} * interval '1 microsecond') \
-             ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, token = l.token + 1, expires_at = EXCLUDED.expires_at \
+             VALUES ({n}, {o}, nextval('opstore_lease_token_seq'), clock_timestamp() + {ttl} * interval '1 microsecond') \
+             ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at \
              WHERE l.expires_at <= clock_timestamp() \
              RETURNING name, owner, token, expires_at"
         ));
@@ -163,7 +163,7 @@ impl LockManager for PgLocks {
         let mut sql = Sql::new();
         let n = sql.bind(Bind::Text(name.into()));
         sql.push(&format!(
-            "UPDATE {TABLE} SET expires_at = clock_timestamp() WHERE name = {n} AND expires_at > clock_timestamp()"
+            "DELETE FROM {TABLE} WHERE name = {n} RETURNING expires_at > clock_timestamp()"
         ));
         Ok(self
             .exec

@@ -108,6 +108,8 @@ pub fn entity_ddl(schema: &Schema) -> String {
         quote(&format!("{table}_pkey")),
         quote(key),
     );
+    // Indexes keep absent values first, the order ascending sorts ask for (and,
+    // scanned backwards, the order of descending sorts).
     for field in schema.indexed_fields() {
         let path = field.path();
         if column(schema, path).is_none() {
@@ -121,13 +123,13 @@ pub fn entity_ddl(schema: &Schema) -> String {
         ));
         if field.is_unique() {
             sql.push_str(&format!(
-                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {t} ({});\n",
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {t} ({} ASC NULLS FIRST);\n",
                 quote(&unique_index_name(schema, path)),
                 quote(path)
             ));
         } else {
             sql.push_str(&format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {t} ({});\n",
+                "CREATE INDEX IF NOT EXISTS {} ON {t} ({} ASC NULLS FIRST);\n",
                 quote(&index_name(table, path, "idx")),
                 quote(path)
             ));
@@ -324,7 +326,8 @@ DROP TRIGGER IF EXISTS opstore_feed_commit ON opstore_commits;
 CREATE CONSTRAINT TRIGGER opstore_feed_commit AFTER INSERT ON opstore_commits
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION opstore_feed_commit();
 
--- Leases: one row per name, kept after release so fencing tokens keep growing.
+-- Leases: one row per held name; fencing tokens come from one sequence.
+CREATE SEQUENCE IF NOT EXISTS opstore_lease_token_seq;
 CREATE TABLE IF NOT EXISTS opstore_leases (
     name text COLLATE "C" PRIMARY KEY,
     owner text NOT NULL,

@@ -366,9 +366,13 @@ impl Translator<'_> {
         let mut terms = Vec::new();
         for k in &keys {
             let e = self.sort_expr(&k.path)?;
-            terms.push(match k.dir {
-                SortDir::Asc => format!("{e} ASC NULLS FIRST"),
-                SortDir::Desc => format!("{e} DESC NULLS LAST"),
+            // The key is never null; plain ASC lets the primary key index give the order.
+            let is_key = k.path == self.schema.key();
+            terms.push(match (k.dir, is_key) {
+                (SortDir::Asc, true) => format!("{e} ASC"),
+                (SortDir::Desc, true) => format!("{e} DESC"),
+                (SortDir::Asc, false) => format!("{e} ASC NULLS FIRST"),
+                (SortDir::Desc, false) => format!("{e} DESC NULLS LAST"),
             });
         }
         Ok(terms.join(", "))
@@ -559,7 +563,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             order,
-            "((doc -> $1) #>> '{}')::numeric DESC NULLS LAST, \"id\" ASC NULLS FIRST"
+            "((doc -> $1) #>> '{}')::numeric DESC NULLS LAST, \"id\" ASC"
         );
     }
 
