@@ -33,7 +33,7 @@ fn main() {
         let raw = DriverSession::connect(&config).await.expect("raw connect");
         let insert = raw
             .raw()
-            .prepare(format!("INSERT INTO opstore_bench.bench_rows (\"id\", \"n\", doc, last_op) VALUES (?, ?, ?, 'insert') IF NOT EXISTS"))
+            .prepare("INSERT INTO opstore_bench.bench_rows (\"id\", \"n\", doc, last_op) VALUES (?, ?, ?, 'insert') IF NOT EXISTS")
             .await
             .expect("prepare");
         let get = raw

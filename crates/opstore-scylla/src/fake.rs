@@ -18,11 +18,13 @@ pub struct Call {
     pub serial: Option<Consistency>,
 }
 
+type Script = Vec<(String, VecDeque<Result<Vec<Row>, DriverError>>)>;
+
 #[derive(Debug, Default)]
 pub struct FakeSession {
     pub calls: Mutex<Vec<Call>>,
     /// `(substring of the CQL, queued answers)`; the first entry with an answer wins.
-    script: Mutex<Vec<(String, VecDeque<Result<Vec<Row>, DriverError>>)>>,
+    script: Mutex<Script>,
 }
 
 pub fn applied_row(ok: bool) -> Row {

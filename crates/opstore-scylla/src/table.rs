@@ -332,7 +332,7 @@ impl TableLayout {
             return serde_json::from_str(text).map_err(|e| StoreError::Backend {
                 message: format!(
                     "row `{}` of `{}` holds a malformed doc column: {e}",
-                    row.text(&self.schema.key().to_owned()).unwrap_or("?"),
+                    row.text(self.schema.key()).unwrap_or("?"),
                     self.name()
                 ),
                 source: None,
