@@ -108,9 +108,7 @@ impl LockManager for PgLocks {
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut sql = Sql::new();
         let w = held(&mut sql, lease);
-        sql.push(&format!(
-            "UPDATE {TABLE} SET expires_at = clock_timestamp() WHERE {w}"
-        ));
+        sql.push(&format!("DELETE FROM {TABLE} WHERE {w}"));
         match self
             .exec
             .execute(Ctx::new("release", TABLE).key(lease.name()), sql)
