@@ -15,12 +15,32 @@ use opstore_domain::entities::health::HealthEvent;
 use opstore_domain::{Store, Timestamp};
 use opstore_memory::{MemoryConfig, MemoryStore};
 
-/// Fresh, migrated stores for one test: memory always; more backends are added
-/// here when their environment variables (`OPSTORE_POSTGRES_URL`,
-/// `OPSTORE_MONGODB_URL`) name a server.
+/// Fresh, migrated stores for one test: memory always; PostgreSQL when the
+/// `postgres` feature is on and `OPSTORE_POSTGRES_URL` names a server (each test
+/// gets its own schema); MongoDB when the `mongo` feature is on and
+/// `OPSTORE_MONGODB_URL` names a replica set (each test gets its own database).
 pub async fn store_from_env() -> Vec<(&'static str, Arc<dyn Store>)> {
     let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(MemoryConfig::default()));
     let mut stores = vec![("memory", memory)];
+    #[cfg(feature = "postgres")]
+    if let Ok(url) = std::env::var("OPSTORE_POSTGRES_URL") {
+        let mut config = opstore_postgres::PgConfig::from_url(url);
+        config.schema = Some(format!("svc_{}", uuid::Uuid::new_v4().simple()));
+        config.max_connections = 4;
+        let store = opstore_postgres::PgStore::connect(config)
+            .await
+            .expect("connect to OPSTORE_POSTGRES_URL");
+        stores.push(("postgres", Arc::new(store)));
+    }
+    #[cfg(feature = "mongo")]
+    if let Ok(url) = std::env::var("OPSTORE_MONGODB_URL") {
+        let database = format!("svc_{}", uuid::Uuid::new_v4().simple());
+        let config = opstore_mongo::MongoConfig::new(url, database);
+        let store = opstore_mongo::MongoStore::connect(config)
+            .await
+            .expect("connect to OPSTORE_MONGODB_URL");
+        stores.push(("mongo", Arc::new(store)));
+    }
     for (_, store) in &mut stores {
         store.migrate(&all_schemas()).await.expect("migrate");
     }
