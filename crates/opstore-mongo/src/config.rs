@@ -12,6 +12,10 @@ pub enum ExpiryClock {
     /// wall clock hides TTL documents on read until the server's TTL monitor
     /// deletes them. The production setting.
     Server,
+    /// The client's wall clock, bound into each query as a date. For servers whose
+    /// `$$NOW` comparisons are unreliable (some MongoDB-wire implementations);
+    /// keep client clocks synchronised (NTP) when several processes share leases.
+    Client,
     /// A manual clock, so tests move time instead of waiting. Every expiry
     /// decision uses it; the server's TTL monitor still deletes by its own clock.
     Manual(ManualClock),

@@ -36,7 +36,7 @@ impl Ctx {
     /// "Now" for expiry decisions made in the query itself.
     pub(crate) fn now(&self) -> Timestamp {
         match &self.config.clock {
-            ExpiryClock::Server => Timestamp::now(),
+            ExpiryClock::Server | ExpiryClock::Client => Timestamp::now(),
             ExpiryClock::Manual(c) => opstore_domain::Clock::now(c),
         }
     }
@@ -45,6 +45,9 @@ impl Ctx {
     pub(crate) fn now_expr(&self) -> Bson {
         match &self.config.clock {
             ExpiryClock::Server => Bson::String("$$NOW".to_owned()),
+            ExpiryClock::Client => Bson::DateTime(mongodb::bson::DateTime::from_millis(
+                Timestamp::now().as_millis(),
+            )),
             ExpiryClock::Manual(c) => Bson::DateTime(mongodb::bson::DateTime::from_millis(
                 opstore_domain::Clock::now(c).as_millis(),
             )),

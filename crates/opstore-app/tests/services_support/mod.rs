@@ -35,7 +35,10 @@ pub async fn store_from_env() -> Vec<(&'static str, Arc<dyn Store>)> {
     #[cfg(feature = "mongo")]
     if let Ok(url) = std::env::var("OPSTORE_MONGODB_URL") {
         let database = format!("svc_{}", uuid::Uuid::new_v4().simple());
-        let config = opstore_mongo::MongoConfig::new(url, database);
+        let mut config = opstore_mongo::MongoConfig::new(url, database);
+        // The test server (SecantusDB) compares dates against `$$NOW` wrongly, so
+        // expiry is judged by the client clock here; real MongoDB uses `Server`.
+        config.clock = opstore_mongo::ExpiryClock::Client;
         let store = opstore_mongo::MongoStore::connect(config)
             .await
             .expect("connect to OPSTORE_MONGODB_URL");
