@@ -248,7 +248,8 @@ fn lint(report: &mut Report) {
             "clippy: `cargo clippy --workspace --all-targets -- -D warnings` failed".into(),
         );
     }
-    // The adapter generators are compiled into xtask only with this feature.
+    // The adapter generators are compiled into xtask only with this feature; lint that
+    // code too (only xtask: the workspace run above already linted its dependencies).
     let mut clippy_codegen = cargo();
     clippy_codegen.args([
         "clippy",
@@ -257,12 +258,15 @@ fn lint(report: &mut Report) {
         "--all-targets",
         "--features",
         "adapters",
+        "--no-deps",
         "--",
         "-D",
         "warnings",
     ]);
     if !run_ok(clippy_codegen) {
-        report.fail_check("clippy: `cargo clippy -p xtask --features adapters` failed".into());
+        report.fail_check(
+            "clippy: `cargo clippy -p xtask --features adapters --no-deps` failed".into(),
+        );
     }
     if !run_ok(crate::codegen::check_command()) {
         report.fail_check(
@@ -380,7 +384,8 @@ fn server_suite(
     }
 }
 
-/// The application, end-to-end and CLI tests, with every server the run can start.
+/// The application, end-to-end and CLI tests, with all their features (every backend)
+/// and every server the run can start.
 fn app_suite(
     ws: &Workspace,
     pg: &mut Slot,
@@ -412,7 +417,8 @@ fn app_suite(
             None => {}
         }
     }
-    counts += cargo_test(&packages, &[], &env);
+    // Every backend compiled in, so that the tests can reach the servers started above.
+    counts += cargo_test(&packages, &["--all-features"], &env);
     counts
 }
 
