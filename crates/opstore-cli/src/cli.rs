@@ -49,6 +49,8 @@ pub enum Command {
         #[command(subcommand)]
         command: DeadLettersCommand,
     },
+    /// Run the remediation pipeline demo and check its invariants.
+    Demo(DemoArgs),
     /// Benchmarks (run through `cargo xtask bench`).
     Bench,
 }
@@ -113,4 +115,20 @@ pub enum DeadLettersCommand {
         #[arg(long)]
         all: bool,
     },
+}
+/// Arguments of `opstore demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Nodes in the simulated fleet.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub nodes: u32,
+    /// Health events the producer writes.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(10..=10_000_000))]
+    pub events: u32,
+    /// Drain workers claiming jobs.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// Seed of every random choice; the same seed gives the same run.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }

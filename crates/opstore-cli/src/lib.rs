@@ -31,7 +31,12 @@ pub fn main_entry() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
-    init_tracing();
+    // The demo provokes failures on purpose; their warnings would bury the summary.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,6 +93,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let store = open(&cli.url).await?;
             commands::deadletters::run(&store, &command, format, &mut stdout).await?;
             store.close().await;
+        }
+        Command::Demo(args) => {
+            let config = config(&cli.url)?;
+            commands::demo::run(&config, &args, format, &mut stdout).await?;
         }
         Command::Bench => commands::bench::run(&mut stdout)?,
     }
@@ -196,10 +205,10 @@ fn clap_exit(error: &clap::Error) -> ExitCode {
     }
 }
 
-/// Logs go to stderr, warnings and errors only unless `RUST_LOG` says otherwise.
-fn init_tracing() {
+/// Logs go to stderr, at `default` and above unless `RUST_LOG` says otherwise.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod deadletters;
+pub mod demo;
 pub mod health;
 pub mod locks;
 pub mod migrate;
