@@ -418,3 +418,107 @@ fn watch_on_postgres_prints_a_change_made_by_another_command_and_a_token_that_re
     assert_eq!(line["document"]["error"], "changed after the token");
     rt.block_on(repo.delete(&id)).unwrap();
 }
+
+/// Runs `opstore demo` with a fixed shape and returns the parsed summary.
+fn demo_summary(url: Option<&str>, seed: &str) -> Value {
+    let mut cmd = opstore();
+    if let Some(url) = url {
+        cmd.args(["--url", url]);
+    }
+    cmd.args(["demo", "--nodes", "20", "--events", "400", "--workers", "3"])
+        .args(["--seed", seed, "--output", "json"]);
+    let out = run(&mut cmd);
+    assert_eq!(
+        out.code, 0,
+        "stderr: {}\nstdout: {}",
+        out.stderr, out.stdout
+    );
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn assert_invariants_hold(summary: &Value) {
+    let invariants = summary["invariants"].as_array().unwrap();
+    assert!(invariants.len() >= 5, "{summary}");
+    for invariant in invariants {
+        assert_eq!(invariant["holds"], true, "{invariant}");
+    }
+    let events = summary["events"].as_u64().unwrap();
+    let processed = summary["processed"].as_u64().unwrap();
+    let dead = summary["dead_lettered"].as_u64().unwrap();
+    assert_eq!(processed + dead, events, "{summary}");
+    assert_eq!(dead, 1, "{summary}");
+    assert!(summary["retried"].as_u64().unwrap() >= 3, "{summary}");
+    assert_eq!(summary["lease_takeovers"], 1, "{summary}");
+    assert_eq!(summary["cancelled_sessions"], 1, "{summary}");
+    assert_eq!(
+        summary["jobs_done"], summary["quarantine_sessions"],
+        "{summary}"
+    );
+}
+
+/// The counts of a summary, without the measured timings.
+fn counts(summary: &Value) -> Value {
+    let mut summary = summary.clone();
+    let map = summary.as_object_mut().unwrap();
+    for timing in [
+        "handler_p50_ms",
+        "handler_p99_ms",
+        "elapsed_s",
+        "throughput_events_per_s",
+    ] {
+        assert!(map.remove(timing).is_some(), "{timing} missing");
+    }
+    summary
+}
+
+#[test]
+fn demo_on_memory_holds_its_invariants_and_is_deterministic_per_seed() {
+    let first = demo_summary(None, "42");
+    assert_eq!(first["backend"], "memory");
+    assert_invariants_hold(&first);
+    let second = demo_summary(None, "42");
+    assert_eq!(counts(&first), counts(&second));
+    let other = demo_summary(None, "43");
+    assert_invariants_hold(&other);
+}
+
+#[test]
+fn demo_prints_a_summary_table_by_default() {
+    let out = run(opstore().args(["demo", "--nodes", "5", "--events", "60", "--seed", "1"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for needle in [
+        "events",
+        "processed",
+        "retried",
+        "dead-lettered",
+        "jobs done",
+        "lease takeovers",
+        "cancelled sessions",
+        "p50",
+        "p99",
+        "throughput",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "`{needle}` missing:\n{}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
+}
+
+#[test]
+fn demo_rejects_an_empty_fleet() {
+    let out = run(opstore().args(["demo", "--nodes", "0"]));
+    assert_one_clear_line(&out, 2, "--nodes");
+}
+
+#[test]
+fn demo_on_postgres_holds_its_invariants() {
+    let Some(url) = postgres_url("demo_on_postgres_holds_its_invariants") else {
+        return;
+    };
+    let summary = demo_summary(Some(&url), "42");
+    assert_eq!(summary["backend"], "postgres");
+    assert_invariants_hold(&summary);
+}
