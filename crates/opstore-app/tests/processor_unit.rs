@@ -676,3 +676,158 @@ async fn queue_stop_mode_keeps_the_checkpoint_before_the_failure() {
     );
     assert!(recorded.letters().is_empty());
 }
+
+/// A recorder that keeps every metric's last value by name, with its labels.
+#[derive(Default)]
+struct TestRecorder {
+    metrics: Arc<Mutex<Vec<(String, Vec<(String, String)>, Arc<TestMetric>)>>>,
+}
+
+#[derive(Default)]
+struct TestMetric {
+    value: Mutex<f64>,
+    count: AtomicU32,
+}
+
+impl metrics::CounterFn for TestMetric {
+    fn increment(&self, value: u64) {
+        *self.value.lock().unwrap() += value as f64;
+    }
+    fn absolute(&self, value: u64) {
+        *self.value.lock().unwrap() = value as f64;
+    }
+}
+
+impl metrics::GaugeFn for TestMetric {
+    fn increment(&self, value: f64) {
+        *self.value.lock().unwrap() += value;
+    }
+    fn decrement(&self, value: f64) {
+        *self.value.lock().unwrap() -= value;
+    }
+    fn set(&self, value: f64) {
+        *self.value.lock().unwrap() = value;
+    }
+}
+
+impl metrics::HistogramFn for TestMetric {
+    fn record(&self, _: f64) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl TestRecorder {
+    fn register(&self, key: &metrics::Key) -> Arc<TestMetric> {
+        let metric = Arc::new(TestMetric::default());
+        let labels = key
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        self.metrics
+            .lock()
+            .unwrap()
+            .push((key.name().to_owned(), labels, Arc::clone(&metric)));
+        metric
+    }
+    fn get(&self, name: &str) -> (Vec<(String, String)>, Arc<TestMetric>) {
+        let metrics = self.metrics.lock().unwrap();
+        let (_, labels, metric) = metrics.iter().find(|(n, _, _)| n == name).unwrap();
+        (labels.clone(), Arc::clone(metric))
+    }
+}
+
+impl metrics::Recorder for TestRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(self.register(key))
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(self.register(key))
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::from_arc(self.register(key))
+    }
+}
+
+#[tokio::test]
+async fn metrics_carry_the_processor_and_caller_labels() {
+    use opstore_app::processor::metric_names as names;
+
+    let recorder = TestRecorder::default();
+    let recorded = Recorded::default();
+    let ports = ports_with(feed_of(events(&["a", "bad", "c"])), &recorded);
+    let attempts = Arc::new(Mutex::new(HashMap::new()));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let handler = flaky_handler(
+        HashMap::from([("bad".to_owned(), u32::MAX)]),
+        Arc::clone(&attempts),
+        done_tx,
+    );
+    let mut config = config("metered");
+    config.retry = RetryPolicy::exponential(1, Duration::from_millis(1), Duration::from_millis(1));
+    config.labels = vec![("module".into(), "quarantine".into())];
+    let processor =
+        metrics::with_local_recorder(&recorder, || EventProcessor::new(config, ports, handler));
+    let handle = processor.spawn();
+    assert_eq!(done_rx.recv().await.as_deref(), Some("a"));
+    assert_eq!(done_rx.recv().await.as_deref(), Some("c"));
+    handle.stop().await.unwrap();
+
+    let value = |name: &str| *recorder.get(name).1.value.lock().unwrap();
+    assert_eq!(value(names::PROCESSED), 2.0);
+    assert_eq!(value(names::FAILED), 2.0);
+    assert_eq!(value(names::RETRIED), 1.0);
+    assert_eq!(value(names::DEAD_LETTERED), 1.0);
+    assert_eq!(
+        recorder
+            .get(names::HANDLER_SECONDS)
+            .1
+            .count
+            .load(Ordering::SeqCst),
+        4
+    );
+    assert!(value(names::LAG_SECONDS) >= 0.0);
+    for name in [
+        names::PROCESSED,
+        names::FAILED,
+        names::RETRIED,
+        names::DEAD_LETTERED,
+        names::HANDLER_SECONDS,
+        names::LAG_SECONDS,
+    ] {
+        let (labels, _) = recorder.get(name);
+        assert_eq!(
+            labels,
+            vec![
+                ("processor".to_owned(), "metered".to_owned()),
+                ("collection".to_owned(), "items".to_owned()),
+                ("module".to_owned(), "quarantine".to_owned()),
+            ],
+            "{name}"
+        );
+    }
+}
