@@ -56,6 +56,7 @@ impl Timestamp {
     }
 
     /// This instant moved forward by `d` (saturating).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: Duration) -> Self {
         Timestamp(
             self.0
@@ -64,6 +65,7 @@ impl Timestamp {
     }
 
     /// This instant moved back by `d` (saturating).
+    #[allow(clippy::should_implement_trait)]
     pub fn sub(self, d: Duration) -> Self {
         Timestamp(
             self.0
