@@ -12,9 +12,22 @@ use crate::query::{Agg, Filter, SortDir, SortKey, Update, UpdateOp};
 
 /// The value at a dotted path; `None` when absent or null.
 pub fn get_path<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    // A byte scan rather than `split('.')`: paths are short and this runs for
+    // every field of every document a query or write touches.
     let mut cur = doc;
-    for seg in path.split('.') {
-        cur = cur.as_object()?.get(seg)?;
+    let mut rest = path;
+    loop {
+        let map = cur.as_object()?;
+        match rest.bytes().position(|b| b == b'.') {
+            Some(i) => {
+                cur = map.get(&rest[..i])?;
+                rest = &rest[i + 1..];
+            }
+            None => {
+                cur = map.get(rest)?;
+                break;
+            }
+        }
     }
     if cur.is_null() { None } else { Some(cur) }
 }

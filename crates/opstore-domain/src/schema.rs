@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{Result, invalid};
 use crate::query::{SortDir, SortKey};
@@ -246,6 +246,133 @@ pub struct Schema {
     fields: Vec<Field>,
     ttl: Option<Ttl>,
     default_sort: Vec<SortKey>,
+    /// The declared fields as a tree of path segments, built once by
+    /// [`SchemaBuilder::build`] so that checking a document walks it once instead of
+    /// splitting and resolving every declared path.
+    #[serde(skip)]
+    tree: Option<FieldTree>,
+}
+
+/// Declared fields below one object, for [`Schema::check_document`].
+#[derive(Clone, Default)]
+struct FieldTree {
+    /// Sorted by [`cmp_seg`] for binary search.
+    children: Vec<FieldNode>,
+    /// How many children are required.
+    required: usize,
+}
+
+#[derive(Clone)]
+struct FieldNode {
+    order: SegOrder,
+    seg: Box<str>,
+    ty: FieldType,
+    optional: bool,
+    /// Declared fields below this one (its type is then `Object`).
+    below: FieldTree,
+}
+
+impl std::fmt::Debug for FieldTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FieldTree { .. }")
+    }
+}
+
+/// Length and first eight bytes of a segment: most segments differ in these, so
+/// searching by them rarely compares whole strings.
+type SegOrder = (usize, u64);
+
+fn seg_order(s: &str) -> SegOrder {
+    let head = s
+        .bytes()
+        .take(8)
+        .enumerate()
+        .fold(0u64, |acc, (i, b)| acc | u64::from(b) << (8 * i));
+    (s.len(), head)
+}
+
+/// A total order on segments (not the alphabetical one; only lookups need it).
+fn cmp_seg(node: &FieldNode, order: SegOrder, seg: &str) -> std::cmp::Ordering {
+    node.order.cmp(&order).then_with(|| {
+        if order.0 <= 8 {
+            // The head held the whole segment.
+            std::cmp::Ordering::Equal
+        } else {
+            node.seg.as_bytes().cmp(seg.as_bytes())
+        }
+    })
+}
+
+impl FieldTree {
+    /// The tree of `fields`, or `None` when a dotted field's parent is not declared
+    /// (then documents are checked field by field).
+    fn build(fields: &[Field]) -> Option<FieldTree> {
+        let mut by_depth: Vec<&Field> = fields.iter().collect();
+        by_depth.sort_by_key(|f| f.path.matches('.').count());
+        let mut root = FieldTree::default();
+        for field in by_depth {
+            let mut segs: Vec<&str> = field.path.split('.').collect();
+            let last = segs.pop()?;
+            let mut tree = &mut root;
+            for seg in segs {
+                let order = seg_order(seg);
+                let i = tree
+                    .children
+                    .binary_search_by(|n| cmp_seg(n, order, seg))
+                    .ok()?;
+                tree = &mut tree.children[i].below;
+            }
+            let order = seg_order(last);
+            let Err(i) = tree.children.binary_search_by(|n| cmp_seg(n, order, last)) else {
+                return None;
+            };
+            tree.children.insert(
+                i,
+                FieldNode {
+                    order,
+                    seg: last.into(),
+                    ty: field.ty,
+                    optional: field.optional,
+                    below: FieldTree::default(),
+                },
+            );
+            if !field.optional {
+                tree.required += 1;
+            }
+        }
+        Some(root)
+    }
+
+    /// Whether `obj` satisfies every declared field below it: each present
+    /// (non-null) declared value has its type, each absent one is optional (an
+    /// absent optional parent excuses its children). One pass over the object,
+    /// independent of its key order; exactly what the field-by-field check accepts.
+    fn accepts(&self, obj: &Map<String, Value>) -> bool {
+        let mut required = 0;
+        for (k, v) in obj {
+            if v.is_null() {
+                continue;
+            }
+            let order = seg_order(k);
+            let Ok(i) = self.children.binary_search_by(|n| cmp_seg(n, order, k)) else {
+                continue;
+            };
+            let node = &self.children[i];
+            if !node.ty.accepts(v) {
+                return false;
+            }
+            if !node.optional {
+                required += 1;
+            }
+            if !node.below.children.is_empty() {
+                match v.as_object() {
+                    Some(inner) if node.below.accepts(inner) => {}
+                    _ => return false,
+                }
+            }
+        }
+        required == self.required
+    }
 }
 
 /// Builds a [`Schema`]; `build` checks it and panics on a malformed definition,
@@ -267,6 +394,7 @@ impl Schema {
                 fields: vec![Field::new(key, FieldType::String)],
                 ttl: None,
                 default_sort: Vec::new(),
+                tree: None,
             },
         }
     }
@@ -353,6 +481,16 @@ impl Schema {
             ));
         };
         check_key(&self.name, key)?;
+        if self.tree.as_ref().is_some_and(|t| t.accepts(obj)) {
+            return Ok(());
+        }
+        // Rejected (or no tree): find the first offending field in declaration
+        // order, so the error names the same field it always has.
+        self.check_fields(doc, key)
+    }
+
+    /// The field-by-field form of the document check.
+    fn check_fields(&self, doc: &Value, key: &str) -> Result<()> {
         for field in &self.fields {
             match crate::eval::get_path(doc, &field.path) {
                 None if field.optional || self.parent_absent(doc, &field.path) => {}
@@ -514,7 +652,11 @@ impl SchemaBuilder {
     /// this is a programming error, caught by the first test that touches the entity.
     pub fn build(self) -> Schema {
         match self.check() {
-            Ok(()) => self.schema,
+            Ok(()) => {
+                let mut schema = self.schema;
+                schema.tree = FieldTree::build(&schema.fields);
+                schema
+            }
             Err(e) => panic!("invalid schema `{}`: {e}", self.schema.name),
         }
     }
@@ -572,6 +714,7 @@ impl SchemaBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn schema() -> Schema {
         Schema::builder("events", "id")
@@ -595,6 +738,61 @@ mod tests {
                 .unwrap_err()
                 .is_validation()
         );
+    }
+
+    /// The one-pass check accepts exactly what the field-by-field check accepts,
+    /// over every combination of absent, null, well-typed and ill-typed values.
+    #[test]
+    fn tree_check_agrees_with_field_by_field_check() {
+        let s = Schema::builder("events", "id")
+            .field(Field::new("status", FieldType::Object))
+            .field(Field::new("status.state", FieldType::String))
+            .field(Field::new("status.since", FieldType::Timestamp).optional())
+            .field(Field::new("extra", FieldType::Object).optional())
+            .field(Field::new("extra.code", FieldType::Int))
+            .field(Field::new("extra.deep", FieldType::Object).optional())
+            .field(Field::new("extra.deep.x", FieldType::Bool))
+            .field(Field::new("tags", FieldType::Set(ScalarType::String)).optional())
+            .build();
+        let tree = s.tree.as_ref().expect("every parent is declared");
+        // Parents before their children.
+        let paths = [
+            ("status", json!({})),
+            ("status.state", json!("x")),
+            ("status.since", json!("2026-01-02T03:04:05.000006Z")),
+            ("extra", json!({})),
+            ("extra.code", json!(3)),
+            ("extra.deep", json!({})),
+            ("extra.deep.x", json!(true)),
+            ("tags", json!(["a", "b"])),
+            ("undeclared", json!({"any": 1})),
+        ];
+        let mut accepted = 0;
+        for mask in 0..4usize.pow(paths.len() as u32) {
+            let mut doc = json!({"id": "a"});
+            let mut m = mask;
+            for (path, good) in &paths {
+                // Absent, null, well typed or ill typed.
+                let v = match m % 4 {
+                    0 => None,
+                    1 => Some(Value::Null),
+                    2 => Some(good.clone()),
+                    _ => Some(json!(7.5)),
+                };
+                m /= 4;
+                let parent_holds = path.rsplit_once('.').is_none_or(|(p, _)| {
+                    crate::eval::get_path(&doc, p).is_some_and(Value::is_object)
+                });
+                if let (Some(v), true) = (v, parent_holds) {
+                    crate::eval::set_path(&mut doc, path, v);
+                }
+            }
+            let slow = s.check_fields(&doc, "a").is_ok();
+            assert_eq!(tree.accepts(doc.as_object().unwrap()), slow, "{doc}");
+            assert_eq!(s.check_document(&doc).is_ok(), slow, "{doc}");
+            accepted += usize::from(slow);
+        }
+        assert!(accepted > 1000, "{accepted}");
     }
 
     #[test]

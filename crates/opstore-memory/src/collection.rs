@@ -78,20 +78,23 @@ impl MemCollection {
                 state.colls.insert(name.to_owned(), copy);
             }
             let coll = state.colls.get_mut(name).ok_or_else(poisoned)?;
+            let collection = Arc::clone(&coll.name);
             let (out, changes) = f(coll)?;
             if !changes.is_empty() {
-                state.changes.push((name.to_owned(), changes));
+                state.changes.push((collection, changes));
             }
             return Ok(out);
         }
         let _gate = self.shared.gate.lock().await;
         let mut data = self.shared.data.write().map_err(|_| poisoned())?;
-        let coll = data
-            .entry(name.to_owned())
-            .or_insert_with(|| CollState::new(self.schema));
+        if !data.contains_key(name) {
+            data.insert(name.to_owned(), CollState::new(self.schema));
+        }
+        let coll = data.get_mut(name).ok_or_else(poisoned)?;
+        let collection = Arc::clone(&coll.name);
         let (out, changes) = f(coll)?;
         drop(data);
-        self.shared.feed.publish(name, changes);
+        self.shared.feed.publish(&collection, changes);
         Ok(out)
     }
 }

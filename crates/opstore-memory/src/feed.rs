@@ -20,7 +20,7 @@ struct Entry {
     seq: u64,
     collection: Arc<str>,
     op: ChangeOp,
-    key: String,
+    key: Arc<str>,
     doc: Option<Arc<Value>>,
     at: Timestamp,
 }
@@ -81,19 +81,18 @@ impl Feed {
     }
 
     /// Appends committed changes in order.
-    pub fn publish(&self, collection: &str, changes: Vec<Change>) {
+    pub fn publish(&self, collection: &Arc<str>, changes: Vec<Change>) {
         if changes.is_empty() {
             return;
         }
         let now = self.clock.now();
-        let name: Arc<str> = Arc::from(collection);
         let Ok(mut log) = self.log.lock() else { return };
         for c in changes {
             let seq = log.next_seq;
             log.next_seq += 1;
             log.entries.push_back(Entry {
                 seq,
-                collection: Arc::clone(&name),
+                collection: Arc::clone(collection),
                 op: c.op,
                 key: c.key,
                 doc: c.doc,
@@ -192,7 +191,7 @@ impl Feed {
                 return Ok(Some(ChangeEvent {
                     collection: collection.to_owned(),
                     op: entry.op,
-                    key: entry.key.clone(),
+                    key: entry.key.to_string(),
                     document: entry.doc.as_deref().cloned(),
                     token: self.token(entry.seq),
                     at: entry.at,

@@ -231,7 +231,7 @@ impl Store for MemoryStore {
 pub(crate) struct TxState {
     pub open: bool,
     pub colls: HashMap<String, CollState>,
-    pub changes: Vec<(String, Vec<Change>)>,
+    pub changes: Vec<(Arc<str>, Vec<Change>)>,
 }
 
 impl TxState {

@@ -1,7 +1,7 @@
 //! One collection's committed or transaction-local state, and every operation on
 //! it. Pure in-memory code: callers hold the locks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use opstore_domain::check::Checked;
@@ -16,29 +16,153 @@ use opstore_domain::{
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
     pub op: ChangeOp,
-    pub key: String,
+    pub key: Arc<str>,
     pub doc: Option<Arc<Value>>,
 }
 
+/// A non-string value of an indexed field, in a form that is equal exactly when
+/// [`index_key`] texts are equal, built without formatting JSON. Strings are
+/// indexed separately, by their own text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum IndexKey {
+    /// Integers, and floats with an integral value that `index_key` prints as one.
+    Int(i64),
+    Bool(bool),
+    /// Anything else, as `index_key` text.
+    Text(Box<str>),
+}
+
+impl IndexKey {
+    fn of(v: &Value) -> IndexKey {
+        match v {
+            Value::Bool(b) => IndexKey::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => IndexKey::Int(i),
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => IndexKey::Int(f as i64),
+                _ => IndexKey::Text(index_key(v).into()),
+            },
+            other => IndexKey::Text(index_key(other).into()),
+        }
+    }
+}
+
+/// Whether two values share an index entry (`index_key(a) == index_key(b)`).
+fn same_index_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::String(_), _) | (_, Value::String(_)) => false,
+        _ => IndexKey::of(a) == IndexKey::of(b),
+    }
+}
+
+/// Keys of the documents holding one value of an indexed field. A hash set keeps
+/// inserts cheap in large entries; readers that need a fixed order sort.
+type Keys = HashSet<Arc<str>>;
+
+/// A secondary index: value of `path` -> keys holding it.
+#[derive(Debug, Clone)]
+struct Index {
+    path: &'static str,
+    /// String values, looked up by `&str` without allocating.
+    strs: HashMap<Box<str>, Keys>,
+    /// Every other value.
+    others: HashMap<IndexKey, Keys>,
+}
+
+impl Index {
+    fn new(path: &'static str) -> Self {
+        Index {
+            path,
+            strs: HashMap::new(),
+            others: HashMap::new(),
+        }
+    }
+
+    fn keys(&self, v: &Value) -> Option<&Keys> {
+        match v {
+            Value::String(s) => self.strs.get(s.as_str()),
+            other => self.others.get(&IndexKey::of(other)),
+        }
+    }
+
+    fn add(&mut self, v: &Value, key: &Arc<str>) {
+        match v {
+            Value::String(s) => {
+                if let Some(keys) = self.strs.get_mut(s.as_str()) {
+                    keys.insert(Arc::clone(key));
+                } else {
+                    self.strs
+                        .insert(s.as_str().into(), Keys::from([Arc::clone(key)]));
+                }
+            }
+            other => {
+                self.others
+                    .entry(IndexKey::of(other))
+                    .or_default()
+                    .insert(Arc::clone(key));
+            }
+        }
+    }
+
+    fn remove(&mut self, v: &Value, key: &str) {
+        match v {
+            Value::String(s) => {
+                if let Some(keys) = self.strs.get_mut(s.as_str()) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.strs.remove(s.as_str());
+                    }
+                }
+            }
+            other => {
+                let ik = IndexKey::of(other);
+                if let Some(keys) = self.others.get_mut(&ik) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.others.remove(&ik);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Documents of one collection with secondary indexes on declared indexed fields.
+///
+/// A key is allocated once per document and shared by the document map, the
+/// indexes and the change feed.
 #[derive(Debug, Clone)]
 pub(crate) struct CollState {
     pub schema: &'static Schema,
-    docs: HashMap<String, Arc<Value>>,
-    /// Indexed path -> canonical value -> keys.
-    indexes: HashMap<String, HashMap<String, BTreeSet<String>>>,
+    /// The collection name, shared by every change published.
+    pub name: Arc<str>,
+    docs: HashMap<Arc<str>, Arc<Value>>,
+    indexes: Vec<Index>,
 }
 
 impl CollState {
     pub fn new(schema: &'static Schema) -> Self {
         let indexes = schema
             .indexed_fields()
-            .map(|f| (f.path().to_owned(), HashMap::new()))
+            .map(|f| Index::new(f.path()))
             .collect();
         CollState {
             schema,
+            name: Arc::from(schema.name()),
             docs: HashMap::new(),
             indexes,
+        }
+    }
+
+    fn index(&self, path: &str) -> Option<&Index> {
+        self.indexes.iter().find(|ix| ix.path == path)
+    }
+
+    /// The stored key equal to `key`, shared, or a new one.
+    fn shared_key(&self, key: &str) -> Arc<str> {
+        match self.docs.get_key_value(key) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(key),
         }
     }
 
@@ -61,11 +185,11 @@ impl CollState {
         if self.schema.ttl().is_none() {
             return 0;
         }
-        let dead: Vec<String> = self
+        let dead: Vec<Arc<str>> = self
             .docs
             .iter()
             .filter(|(_, d)| self.expired(d, now))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Arc::clone(k))
             .collect();
         for key in &dead {
             self.remove(key);
@@ -73,13 +197,13 @@ impl CollState {
         dead.len() as u64
     }
 
-    fn put(&mut self, key: String, doc: Arc<Value>) {
+    fn put(&mut self, key: Arc<str>, doc: Arc<Value>) {
         if let Some(old) = self.docs.get(&key).cloned() {
             self.unindex(&key, &old);
         }
-        for (path, index) in &mut self.indexes {
-            if let Some(v) = get_path(&doc, path) {
-                index.entry(index_key(v)).or_default().insert(key.clone());
+        for ix in &mut self.indexes {
+            if let Some(v) = get_path(&doc, ix.path) {
+                ix.add(v, &key);
             }
         }
         self.docs.insert(key, doc);
@@ -92,17 +216,11 @@ impl CollState {
     }
 
     fn unindex(&mut self, key: &str, doc: &Value) {
-        for (path, index) in &mut self.indexes {
-            let Some(v) = get_path(doc, path) else {
+        for ix in &mut self.indexes {
+            let Some(v) = get_path(doc, ix.path) else {
                 continue;
             };
-            let ik = index_key(v);
-            if let Some(keys) = index.get_mut(&ik) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    index.remove(&ik);
-                }
-            }
+            ix.remove(v, key);
         }
     }
 
@@ -118,15 +236,13 @@ impl CollState {
             let Some(v) = get_path(doc, field.path()) else {
                 continue;
             };
-            let ik = index_key(v);
             let taken = self
-                .indexes
-                .get(field.path())
-                .and_then(|i| i.get(&ik))
-                .is_some_and(|keys| keys.iter().any(|k| k != key));
+                .index(field.path())
+                .and_then(|ix| ix.keys(v))
+                .is_some_and(|keys| keys.iter().any(|k| &**k != key));
             let in_batch = pending
                 .iter()
-                .any(|p| get_path(p, field.path()).is_some_and(|w| index_key(w) == ik));
+                .any(|p| get_path(p, field.path()).is_some_and(|w| same_index_value(w, v)));
             if taken || in_batch {
                 return Err(StoreError::Conflict(format!(
                     "`{}` already has a document with {} = {v} (inserting `{key}`)",
@@ -154,16 +270,17 @@ impl CollState {
     pub fn insert(&mut self, doc: Value, now: Timestamp) -> Result<Change> {
         self.purge_expired(now);
         self.schema.check_document(&doc)?;
-        let key = self.key_of(&doc).to_owned();
-        if self.docs.contains_key(&key) {
+        let key = self.key_of(&doc);
+        if self.docs.contains_key(key) {
             return Err(StoreError::Conflict(format!(
                 "`{}` already has a document with key `{key}`",
                 self.name()
             )));
         }
-        self.check_unique(&key, &doc, &[])?;
+        self.check_unique(key, &doc, &[])?;
+        let key: Arc<str> = Arc::from(key);
         let doc = Arc::new(doc);
-        self.put(key.clone(), Arc::clone(&doc));
+        self.put(Arc::clone(&key), Arc::clone(&doc));
         Ok(Change {
             op: ChangeOp::Insert,
             key,
@@ -189,9 +306,9 @@ impl CollState {
         }
         let mut changes = Vec::with_capacity(docs.len());
         for doc in docs {
-            let key = self.key_of(&doc).to_owned();
+            let key: Arc<str> = Arc::from(self.key_of(&doc));
             let doc = Arc::new(doc);
-            self.put(key.clone(), Arc::clone(&doc));
+            self.put(Arc::clone(&key), Arc::clone(&doc));
             changes.push(Change {
                 op: ChangeOp::Insert,
                 key,
@@ -201,9 +318,10 @@ impl CollState {
         Ok(changes)
     }
 
-    /// Keys of candidate documents: an index lookup when the filter pins an
-    /// indexed field or the key, else every key.
-    fn candidates(&self, filter: &Filter) -> Vec<&Arc<Value>> {
+    /// Candidate documents: an index lookup when the filter pins an indexed field
+    /// or the key, else every document. `ordered` puts index hits in key order,
+    /// for callers whose effects follow the order they visit documents in.
+    fn candidates(&self, filter: &Filter, ordered: bool) -> Vec<&Arc<Value>> {
         for (path, value) in filter.required_equalities() {
             if path == self.schema.key() {
                 return value
@@ -212,18 +330,22 @@ impl CollState {
                     .into_iter()
                     .collect();
             }
-            if let Some(index) = self.indexes.get(path) {
-                let Some(keys) = index.get(&index_key(value)) else {
+            if let Some(ix) = self.index(path) {
+                let Some(keys) = ix.keys(value) else {
                     return Vec::new();
                 };
-                return keys.iter().filter_map(|k| self.docs.get(k)).collect();
+                let mut keys: Vec<&Arc<str>> = keys.iter().collect();
+                if ordered {
+                    keys.sort_unstable();
+                }
+                return keys.into_iter().filter_map(|k| self.docs.get(k)).collect();
             }
         }
         self.docs.values().collect()
     }
 
-    fn matching(&self, filter: &Filter, now: Timestamp) -> Vec<Arc<Value>> {
-        self.candidates(filter)
+    fn matching(&self, filter: &Filter, now: Timestamp, ordered: bool) -> Vec<Arc<Value>> {
+        self.candidates(filter, ordered)
             .into_iter()
             .filter(|d| eval::matches(filter, d) && !self.expired(d, now))
             .cloned()
@@ -231,7 +353,8 @@ impl CollState {
     }
 
     fn sorted(&self, query: &Query, now: Timestamp) -> Vec<Arc<Value>> {
-        let mut docs = self.matching(&query.filter, now);
+        // The sort below is total (the key breaks ties), so any visiting order works.
+        let mut docs = self.matching(&query.filter, now, false);
         let mut sort = query.sort.clone();
         sort.extend(self.schema.default_sort().iter().cloned());
         docs.sort_by(|a, b| eval::compare_docs(a, b, &sort, self.schema.key()));
@@ -252,7 +375,7 @@ impl CollState {
     }
 
     pub fn count(&self, filter: &Checked<Filter>, now: Timestamp) -> u64 {
-        self.candidates(filter)
+        self.candidates(filter, false)
             .into_iter()
             .filter(|d| eval::matches(filter, d) && !self.expired(d, now))
             .count() as u64
@@ -290,12 +413,13 @@ impl CollState {
             return Ok((doc, None));
         }
         let arc = Arc::new(doc.clone());
-        self.put(key.to_owned(), Arc::clone(&arc));
+        let key = self.shared_key(key);
+        self.put(Arc::clone(&key), Arc::clone(&arc));
         Ok((
             doc,
             Some(Change {
                 op: ChangeOp::Update,
-                key: key.to_owned(),
+                key,
                 doc: Some(arc),
             }),
         ))
@@ -308,13 +432,13 @@ impl CollState {
         now: Timestamp,
     ) -> Result<(UpdateCount, Vec<Change>)> {
         self.purge_expired(now);
-        let targets = self.matching(filter, now);
+        let targets = self.matching(filter, now, true);
         // Compute every new document first so a failure writes nothing.
         let mut writes = Vec::new();
         for old in &targets {
             let (doc, changed) = self.apply(old, update, false)?;
             if changed {
-                writes.push((self.key_of(old).to_owned(), doc));
+                writes.push((self.shared_key(self.key_of(old)), doc));
             }
         }
         let counts = UpdateCount {
@@ -325,7 +449,7 @@ impl CollState {
         for (key, doc) in writes {
             let arc = Arc::new(doc);
             self.check_unique(&key, &arc, &[])?;
-            self.put(key.clone(), Arc::clone(&arc));
+            self.put(Arc::clone(&key), Arc::clone(&arc));
             changes.push(Change {
                 op: ChangeOp::Update,
                 key,
@@ -376,16 +500,17 @@ impl CollState {
     pub fn replace(&mut self, doc: Value, now: Timestamp) -> Result<Change> {
         self.purge_expired(now);
         self.schema.check_document(&doc)?;
-        let key = self.key_of(&doc).to_owned();
-        if !self.docs.contains_key(&key) {
+        let key = self.key_of(&doc);
+        if !self.docs.contains_key(key) {
             return Err(StoreError::NotFound(format!(
                 "replace of `{key}` in `{}`: no such document",
                 self.name()
             )));
         }
-        self.check_unique(&key, &doc, &[])?;
+        self.check_unique(key, &doc, &[])?;
+        let key = self.shared_key(key);
         let doc = Arc::new(doc);
-        self.put(key.clone(), Arc::clone(&doc));
+        self.put(Arc::clone(&key), Arc::clone(&doc));
         Ok(Change {
             op: ChangeOp::Replace,
             key,
@@ -395,19 +520,20 @@ impl CollState {
 
     pub fn delete(&mut self, key: &str, now: Timestamp) -> Option<Change> {
         self.purge_expired(now);
-        self.remove(key).map(|_| Change {
+        let key = self.shared_key(key);
+        self.remove(&key).map(|_| Change {
             op: ChangeOp::Delete,
-            key: key.to_owned(),
+            key,
             doc: None,
         })
     }
 
     pub fn delete_many(&mut self, filter: &Checked<Filter>, now: Timestamp) -> Vec<Change> {
         self.purge_expired(now);
-        let keys: Vec<String> = self
-            .matching(filter, now)
+        let keys: Vec<Arc<str>> = self
+            .matching(filter, now, true)
             .iter()
-            .map(|d| self.key_of(d).to_owned())
+            .map(|d| self.shared_key(self.key_of(d)))
             .collect();
         keys.into_iter()
             .filter_map(|k| self.delete(&k, now))
@@ -421,7 +547,7 @@ impl CollState {
         now: Timestamp,
     ) -> Vec<(Value, u64)> {
         let mut groups: HashMap<String, (Value, u64)> = HashMap::new();
-        for doc in self.matching(filter, now) {
+        for doc in self.matching(filter, now, true) {
             let v = get_path(&doc, path).cloned().unwrap_or(Value::Null);
             groups.entry(index_key(&v)).or_insert((v, 0)).1 += 1;
         }
@@ -447,7 +573,7 @@ impl CollState {
         if agg == Agg::Sum && ty == FieldType::Float {
             acc = Value::from(0.0);
         }
-        for doc in self.matching(filter, now) {
+        for doc in self.matching(filter, now, true) {
             acc = eval::fold_aggregate(agg, acc, get_path(&doc, path));
         }
         acc
