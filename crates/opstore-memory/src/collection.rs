@@ -18,7 +18,7 @@ pub(crate) struct MemCollection {
 }
 
 fn unwrap_docs(docs: Vec<Arc<Value>>) -> Vec<Value> {
-    docs.into_iter().map(|d| Arc::unwrap_or_clone(d)).collect()
+    docs.into_iter().map(Arc::unwrap_or_clone).collect()
 }
 
 fn finished() -> StoreError {
