@@ -256,7 +256,7 @@ pub struct Schema {
 /// Declared fields below one object, for [`Schema::check_document`].
 #[derive(Clone, Default)]
 struct FieldTree {
-    /// Sorted by [`cmp_seg`] for binary search.
+    /// Sorted by segment, the order a document's keys usually come in.
     children: Vec<FieldNode>,
     /// How many children are required.
     required: usize,
@@ -264,7 +264,6 @@ struct FieldTree {
 
 #[derive(Clone)]
 struct FieldNode {
-    order: SegOrder,
     seg: Box<str>,
     ty: FieldType,
     optional: bool,
@@ -276,31 +275,6 @@ impl std::fmt::Debug for FieldTree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FieldTree { .. }")
     }
-}
-
-/// Length and first eight bytes of a segment: most segments differ in these, so
-/// searching by them rarely compares whole strings.
-type SegOrder = (usize, u64);
-
-fn seg_order(s: &str) -> SegOrder {
-    let head = s
-        .bytes()
-        .take(8)
-        .enumerate()
-        .fold(0u64, |acc, (i, b)| acc | u64::from(b) << (8 * i));
-    (s.len(), head)
-}
-
-/// A total order on segments (not the alphabetical one; only lookups need it).
-fn cmp_seg(node: &FieldNode, order: SegOrder, seg: &str) -> std::cmp::Ordering {
-    node.order.cmp(&order).then_with(|| {
-        if order.0 <= 8 {
-            // The head held the whole segment.
-            std::cmp::Ordering::Equal
-        } else {
-            node.seg.as_bytes().cmp(seg.as_bytes())
-        }
-    })
 }
 
 impl FieldTree {
@@ -315,21 +289,15 @@ impl FieldTree {
             let last = segs.pop()?;
             let mut tree = &mut root;
             for seg in segs {
-                let order = seg_order(seg);
-                let i = tree
-                    .children
-                    .binary_search_by(|n| cmp_seg(n, order, seg))
-                    .ok()?;
+                let i = tree.find(seg).ok()?;
                 tree = &mut tree.children[i].below;
             }
-            let order = seg_order(last);
-            let Err(i) = tree.children.binary_search_by(|n| cmp_seg(n, order, last)) else {
+            let Err(i) = tree.find(last) else {
                 return None;
             };
             tree.children.insert(
                 i,
                 FieldNode {
-                    order,
                     seg: last.into(),
                     ty: field.ty,
                     optional: field.optional,
@@ -343,20 +311,35 @@ impl FieldTree {
         Some(root)
     }
 
+    fn find(&self, seg: &str) -> std::result::Result<usize, usize> {
+        self.children.binary_search_by(|n| (*n.seg).cmp(seg))
+    }
+
     /// Whether `obj` satisfies every declared field below it: each present
     /// (non-null) declared value has its type, each absent one is optional (an
-    /// absent optional parent excuses its children). One pass over the object,
-    /// independent of its key order; exactly what the field-by-field check accepts.
+    /// absent optional parent excuses its children). One pass over the object;
+    /// exactly what the field-by-field check accepts, whatever the key order.
     fn accepts(&self, obj: &Map<String, Value>) -> bool {
         let mut required = 0;
+        // Keys usually arrive sorted, like the children: try the child after the
+        // last match (or the one after it) before searching.
+        let mut next = 0;
         for (k, v) in obj {
+            let hint = self.children[next.min(self.children.len())..]
+                .iter()
+                .take(2)
+                .position(|n| *n.seg == **k);
+            let i = match hint {
+                Some(p) => next + p,
+                None => match self.find(k) {
+                    Ok(i) => i,
+                    Err(_) => continue,
+                },
+            };
+            next = i + 1;
             if v.is_null() {
                 continue;
             }
-            let order = seg_order(k);
-            let Ok(i) = self.children.binary_search_by(|n| cmp_seg(n, order, k)) else {
-                continue;
-            };
             let node = &self.children[i];
             if !node.ty.accepts(v) {
                 return false;

@@ -102,7 +102,11 @@ impl Feed {
         self.prune(&mut log, now);
         let head = log.next_seq - 1;
         drop(log);
-        self.head.send_replace(head);
+        // Nobody to wake: a watcher that subscribes later reads the log (under
+        // the lock just released) after subscribing, so it sees these entries.
+        if self.head.receiver_count() > 0 {
+            self.head.send_replace(head);
+        }
     }
 
     fn prune(&self, log: &mut Log, now: Timestamp) {

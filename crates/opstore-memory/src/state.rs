@@ -201,6 +201,11 @@ impl CollState {
         if let Some(old) = self.docs.get(&key).cloned() {
             self.unindex(&key, &old);
         }
+        self.put_new(key, doc);
+    }
+
+    /// Stores a document under a key that holds none.
+    fn put_new(&mut self, key: Arc<str>, doc: Arc<Value>) {
         for ix in &mut self.indexes {
             if let Some(v) = get_path(&doc, ix.path) {
                 ix.add(v, &key);
@@ -280,7 +285,7 @@ impl CollState {
         self.check_unique(key, &doc, &[])?;
         let key: Arc<str> = Arc::from(key);
         let doc = Arc::new(doc);
-        self.put(Arc::clone(&key), Arc::clone(&doc));
+        self.put_new(Arc::clone(&key), Arc::clone(&doc));
         Ok(Change {
             op: ChangeOp::Insert,
             key,
