@@ -12,6 +12,9 @@
 //! OPSTORE_POSTGRES_URL=postgres://... cargo bench -p opstore-app --features postgres --bench processors
 //! ```
 
+// The PostgreSQL run nests deep async state machines.
+#![recursion_limit = "256"]
+
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
