@@ -304,7 +304,10 @@ impl PgCluster {
                 "--no-sync",
             ])
             .output()
-            .map_err(|e| format!("running initdb: {e}"))?;
+            .map_err(|e| match &runas {
+                Some(user) => format!("running initdb as `{user}` through runuser: {e}"),
+                None => format!("running initdb: {e}"),
+            })?;
         if !output.status.success() {
             return Err(format!(
                 "initdb failed ({}): {}{}",
