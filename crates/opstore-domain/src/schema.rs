@@ -146,13 +146,13 @@ pub fn is_canonical_timestamp(s: &str) -> bool {
     if b.len() != 27 {
         return false;
     }
-    let shape_ok = b.iter().enumerate().all(|(i, &c)| match i {
-        4 | 7 => c == b'-',
-        10 => c == b'T',
-        13 | 16 => c == b':',
-        19 => c == b'.',
-        26 => c == b'Z',
-        _ => c.is_ascii_digit(),
+    const SHAPE: &[u8; 27] = b"0000-00-00T00:00:00.000000Z";
+    let shape_ok = b.iter().zip(SHAPE).all(|(&c, &want)| {
+        if want == b'0' {
+            c.is_ascii_digit()
+        } else {
+            c == want
+        }
     });
     if !shape_ok {
         return false;
@@ -776,6 +776,23 @@ mod tests {
             accepted += usize::from(slow);
         }
         assert!(accepted > 1000, "{accepted}");
+    }
+
+    #[test]
+    fn canonical_timestamps_have_one_shape() {
+        assert!(is_canonical_timestamp("2026-01-02T03:04:05.000006Z"));
+        for bad in [
+            "2026-01-02T03:04:05.000006",
+            "2026-01-02 03:04:05.000006Z",
+            "2026/01-02T03:04:05.000006Z",
+            "2026-01-02T03:04:05,000006Z",
+            "2026-01-02T03:04:05.00000aZ",
+            "2026-13-02T03:04:05.000006Z",
+            "2026-01-02T24:04:05.000006Z",
+            "2026-01-02T03:04:05.000006z",
+        ] {
+            assert!(!is_canonical_timestamp(bad), "{bad}");
+        }
     }
 
     #[test]
