@@ -1,5 +1,6 @@
 //! The cluster-provisioning control plane: clusters, their jobs, job locks and the
-//! worker's start-a-job pattern, plus audit, usage, outputs, RBAC and idempotency
+//! worker's start-a-job pattern (and [`ControlPlaneService::run_job`], the whole
+//! worker pattern in one call), plus audit, usage, outputs, RBAC and idempotency
 //! (in `records`).
 
 use std::fmt;
@@ -21,10 +22,12 @@ use super::{new_prefixed_id, not_found, repository};
 mod jobs;
 mod locks;
 mod records;
+mod run;
 mod worker;
 
 pub use jobs::{Recovery, RecoveryAction};
 pub use records::Idempotent;
+pub use run::{JobContext, JobFailure, JobRun, JobRunConfig};
 pub use worker::{JobLeaseHook, StartedJob, transition};
 
 /// Every port and repository the control plane uses; build one by hand to inject

@@ -36,6 +36,16 @@ pub struct Recovery {
 /// Error code recorded on a job recovered after its worker vanished.
 pub const STUCK_ERROR_CODE: &str = "JOB_STUCK";
 
+/// The status a cluster moves to when a job of `job_type` fails for good: a
+/// CREATE's cluster FAILED, a DESTROY's (or janitor destroy's) DESTROY_FAILED.
+pub(super) fn exhausted_cluster_status(job_type: JobType) -> Option<ClusterStatus> {
+    match job_type {
+        JobType::Create => Some(ClusterStatus::Failed),
+        JobType::Destroy | JobType::JanitorDestroy => Some(ClusterStatus::DestroyFailed),
+        JobType::ScaleWorkers | JobType::OrphanSweep => None,
+    }
+}
+
 impl ControlPlaneService {
     async fn update_job(&self, id: &str, update: Update) -> Result<ClusterJob> {
         self.p
@@ -181,14 +191,7 @@ impl ControlPlaneService {
                     &base.set("status", JobStatus::Failed).set("ended_at", now),
                 )
                 .await?;
-                let cluster_status = match job.job_type {
-                    JobType::Create => Some(ClusterStatus::Failed),
-                    JobType::Destroy | JobType::JanitorDestroy => {
-                        Some(ClusterStatus::DestroyFailed)
-                    }
-                    JobType::ScaleWorkers | JobType::OrphanSweep => None,
-                };
-                if let Some(status) = cluster_status {
+                if let Some(status) = exhausted_cluster_status(job.job_type) {
                     let clusters = tx.repository::<Cluster>()?;
                     let cluster = clusters
                         .get_for_update(&cluster_id)

@@ -78,6 +78,19 @@ impl ControlPlaneService {
         worker: &str,
         lock_ttl: Duration,
     ) -> Result<StartedJob> {
+        let mut started = self.start_job_unhooked(job_id, worker, lock_ttl).await?;
+        started.lease_lost = self.hook_token(&started.lease, lock_ttl);
+        Ok(started)
+    }
+
+    /// [`start_job`](Self::start_job) without handing the lease to the hook, for
+    /// callers that keep the lease alive themselves.
+    pub(super) async fn start_job_unhooked(
+        &self,
+        job_id: &str,
+        worker: &str,
+        lock_ttl: Duration,
+    ) -> Result<StartedJob> {
         let job = self
             .p
             .jobs
@@ -137,15 +150,12 @@ impl ControlPlaneService {
         })
         .await;
         match started {
-            Ok((job, cluster)) => {
-                let lease_lost = self.hook_token(&lease, lock_ttl);
-                Ok(StartedJob {
-                    job,
-                    cluster,
-                    lease,
-                    lease_lost,
-                })
-            }
+            Ok((job, cluster)) => Ok(StartedJob {
+                job,
+                cluster,
+                lease,
+                lease_lost: None,
+            }),
             Err(e) => {
                 if let Err(release) = self.p.locks.release(&lease).await {
                     tracing::warn!(lock = %lease.name(), error = %release, "releasing job lock after a failed start");
