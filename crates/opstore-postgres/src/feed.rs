@@ -1,16 +1,33 @@
 //! The change feed: a changelog written by triggers, read in commit order.
 //!
 //! Entity triggers append every change to `opstore_changelog` in the writing
-//! transaction. At commit, a deferred trigger takes a per-schema advisory lock
-//! and draws the transaction's commit sequence number (`opstore_commits.seq`),
-//! then sends `NOTIFY`. The lock is released only after the commit is visible,
-//! so a sequence number is never visible before a smaller one: a reader that
-//! follows the position (commit seq, changelog id) never skips a transaction that
-//! committed late, which a plain insertion sequence would.
+//! transaction. At commit, a deferred trigger draws the transaction's commit
+//! sequence number (`opstore_commits.seq`) and sends `NOTIFY`. Numbers follow
+//! commit order: a transaction that waited for another's row lock commits after
+//! it and draws a larger number. No lock is held across the commit, so
+//! concurrent commits share WAL flushes.
+//!
+//! The price is that a number may become visible after a larger one (two
+//! commits in flight at once). A reader follows the position (commit seq,
+//! changelog id) and never steps over a missing number: at a gap it stops. The
+//! gap usually closes within a fetch or two, when the commit in flight lands
+//! (its `NOTIFY` wakes the reader). If it stays open, the reader takes a
+//! witness: a transaction id assigned after the missing numbers were drawn
+//! (its own, via `pg_current_xact_id()`). Once every transaction id up to the
+//! witness has finished (`pg_snapshot_xmin` has passed it) and a number is still
+//! missing, the number belongs to no commit (the transaction failed after
+//! drawing it, or the sequence skipped it after a crash) and the reader passes
+//! it. So a change whose transaction commits late is never skipped; a
+//! long-running writing transaction only delays passing such a dead number.
 //!
 //! Watchers wake on `NOTIFY` (one listener connection per store) and also poll,
-//! so a missed notification only delays delivery. After a connection loss they
+//! so a missed notification only delays delivery. PostgreSQL serializes commits
+//! that notify through their WAL flushes, so a commit skips its `NOTIFY` while
+//! another commit that notifies is in flight; a watcher that found commits
+//! looks again after `LINGER`, which catches a commit that landed just after. After a connection loss they
 //! retry until the server is back and resume from their last position.
+//! `StartAt::Now` starts after the highest visible commit; a transaction whose
+//! commit was in flight at that moment may or may not be delivered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,12 +281,47 @@ struct Watcher {
     retention: Duration,
 }
 
+/// Commit numbers a reader found missing below a visible larger one.
+struct Gap {
+    /// Every missing number up to here was drawn before the reader first looked.
+    through: i64,
+    /// Fetches that stopped at this gap.
+    sightings: u32,
+    /// A transaction id assigned after the missing numbers were drawn: once
+    /// every transaction id up to it has finished, a number still missing
+    /// belongs to no commit.
+    witness: Option<String>,
+}
+
+/// One fetch: the purge horizon, whether every transaction up to the pending
+/// gap's witness has finished, a new witness when one was asked for, and the rows.
+struct Batch {
+    purged: i64,
+    settled: bool,
+    witness: Option<String>,
+    rows: Vec<PgRow>,
+}
+
+/// Fetches that stop at a gap before the reader asks for a witness: most gaps
+/// close on their own within a fetch or two, when the commit in flight lands.
+const GAP_SIGHTINGS_BEFORE_WITNESS: u32 = 2;
+
+/// How soon a reader looks again, without a notification, after a fetch that
+/// found commits: a commit that skipped its `NOTIFY` (another one was in
+/// flight) may land just after the fetch that the other's notification caused.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// How long a reader stopped at a gap waits before looking again when no
+/// notification arrives (the gap's owner notifies when it commits).
+const GAP_RECHECK: Duration = Duration::from_millis(2);
+
 impl Watcher {
     async fn run(self, mut pos: Position, tx: mpsc::Sender<Result<ChangeEvent>>) {
         let mut delay = Duration::from_millis(20);
         let purge_every =
             (self.retention / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
         let mut last_purge = tokio::time::Instant::now();
+        let mut gap: Option<Gap> = None;
         loop {
             let notified = self.wake.notify.notified();
             tokio::pin!(notified);
@@ -279,8 +331,11 @@ impl Watcher {
                 // A failed purge is retried on the next round; delivery does not depend on it.
                 let _ = purge(&self.exec, self.retention).await;
             }
-            let fetched = self.fetch(pos).await;
-            let (purged, rows) = match fetched {
+            let witness = gap.as_ref().and_then(|g| g.witness.clone());
+            let observe = gap.as_ref().is_some_and(|g| {
+                g.witness.is_none() && g.sightings >= GAP_SIGHTINGS_BEFORE_WITNESS
+            });
+            let batch = match self.fetch(pos, witness, observe).await {
                 Ok(batch) => batch,
                 Err(e) if e.is_transient() => {
                     tokio::select! {
@@ -296,49 +351,113 @@ impl Watcher {
                 }
             };
             delay = Duration::from_millis(20);
-            if pos.seq < purged {
+            if pos.seq < batch.purged {
                 let _ = tx.send(Err(expired(&self.collection, pos))).await;
                 return;
             }
-            let full = rows.len() as i64 >= BATCH;
-            for row in rows {
-                let event = match self.event(&row) {
+            // Missing numbers up to here belong to no commit.
+            let passable = gap
+                .as_ref()
+                .filter(|_| batch.settled)
+                .map_or(i64::MIN, |g| g.through);
+            let full = batch.rows.len() as i64 >= BATCH;
+            let highest = batch
+                .rows
+                .last()
+                .and_then(|r| r.try_get::<i64, _>(0).ok())
+                .unwrap_or(pos.seq);
+            let mut stopped = false;
+            for row in &batch.rows {
+                let seq: i64 = match row.try_get(0) {
+                    Ok(seq) => seq,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(StoreError::backend("decoding a change event", e)))
+                            .await;
+                        return;
+                    }
+                };
+                if seq > pos.seq + 1 && seq - 1 > passable {
+                    stopped = true;
+                    break;
+                }
+                let (next, event) = match self.event(seq, row) {
                     Ok(event) => event,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
                 };
-                pos = event.0;
-                let Some(event) = event.1 else { continue };
+                pos = next;
+                let Some(event) = event else { continue };
                 if tx.send(Ok(event)).await.is_err() {
                     return;
                 }
             }
-            if full {
+            if stopped {
+                match &mut gap {
+                    // Still the gap seen before: its numbers were drawn before then.
+                    Some(g) if pos.seq < g.through && !batch.settled => {
+                        g.sightings += 1;
+                        if g.witness.is_none() {
+                            g.witness = batch.witness;
+                        }
+                    }
+                    _ => {
+                        gap = Some(Gap {
+                            through: highest,
+                            sightings: 1,
+                            witness: None,
+                        })
+                    }
+                }
+            } else if gap.as_ref().is_some_and(|g| pos.seq >= g.through) {
+                gap = None;
+            }
+            if full && !stopped {
                 continue;
             }
+            let wait = if stopped {
+                self.poll.min(GAP_RECHECK)
+            } else if batch.rows.is_empty() {
+                self.poll
+            } else {
+                self.poll.min(LINGER)
+            };
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = tx.closed() => return,
             }
         }
     }
 
-    /// The next batch after `pos`, with the purge horizon read in the same snapshot.
-    async fn fetch(&self, pos: Position) -> Result<(i64, Vec<PgRow>)> {
+    /// The next commits after `pos` (one row per matching change, or one row
+    /// without a change for a commit with none here), read in one snapshot with
+    /// the purge horizon and whether every transaction id up to `witness` has
+    /// finished; with `observe`, a new witness (this statement's own
+    /// transaction id, assigned after everything this snapshot shows).
+    async fn fetch(&self, pos: Position, witness: Option<String>, observe: bool) -> Result<Batch> {
         let mut sql = Sql::new();
         let c = sql.bind(Bind::Text(self.collection.clone()));
         let s = sql.bind(Bind::Int(pos.seq));
         let i = sql.bind(Bind::Int(pos.id));
         let l = sql.bind(Bind::Int(BATCH));
+        let has_w = witness.is_some();
+        let w = sql.bind(Bind::Text(witness.unwrap_or_else(|| "0".to_owned())));
+        let o = sql.bind(Bind::Bool(observe));
         sql.push(&format!(
-            "SELECT f.purged_through, e.seq, e.id, e.op, e.key, e.doc, e.committed_at \
+            "SELECT e.seq, e.id, e.op, e.key, e.doc, e.committed_at, f.purged_through, \
+                 pg_snapshot_xmin(pg_current_snapshot()) > {w}::text::xid8 AS settled, \
+                 CASE WHEN {o} THEN pg_current_xact_id()::text END AS witness \
              FROM opstore_feed_state f LEFT JOIN LATERAL ( \
                  SELECT m.seq, c.id, c.op, c.key, c.doc, m.committed_at \
-                 FROM opstore_commits m JOIN opstore_changelog c ON c.xid = m.xid \
-                 WHERE m.seq >= {s} AND (m.seq, c.id) > ({s}, {i}) AND c.collection = {c} \
+                 FROM (SELECT seq, xid, committed_at FROM opstore_commits \
+                       WHERE seq >= {s} ORDER BY seq LIMIT {l}) m \
+                 LEFT JOIN LATERAL ( \
+                     SELECT c.id, c.op, c.key, c.doc FROM opstore_changelog c \
+                     WHERE c.xid = m.xid AND c.collection = {c} AND (m.seq > {s} OR c.id > {i}) \
+                     ORDER BY c.id LIMIT {l}) c ON true \
                  ORDER BY m.seq, c.id LIMIT {l}) e ON true \
              WHERE f.id = 1 ORDER BY e.seq, e.id"
         ));
@@ -346,36 +465,46 @@ impl Watcher {
             .exec
             .fetch_all(Ctx::new("watch", &self.collection), sql)
             .await?;
-        let purged = match rows.first() {
-            Some(r) => r
-                .try_get(0)
-                .map_err(|e| StoreError::backend("decoding feed state", e))?,
-            None => 0,
+        let dec = |e: sqlx::Error| StoreError::backend("decoding feed state", e);
+        let Some(first) = rows.first() else {
+            return Err(StoreError::Backend {
+                message: "watch: the feed state row is missing".into(),
+                source: None,
+            });
         };
+        let purged: i64 = first.try_get(6).map_err(dec)?;
+        let settled = has_w && first.try_get::<bool, _>(7).map_err(dec)?;
+        let witness: Option<String> = first.try_get(8).map_err(dec)?;
         let rows = rows
             .into_iter()
-            .filter(|r| r.try_get::<Option<i64>, _>(1).ok().flatten().is_some())
+            .filter(|r| r.try_get::<Option<i64>, _>(0).ok().flatten().is_some())
             .collect();
-        Ok((purged, rows))
+        Ok(Batch {
+            purged,
+            settled,
+            witness,
+            rows,
+        })
     }
 
-    /// The row's position, and its event unless the filter drops it.
-    fn event(&self, row: &PgRow) -> Result<(Position, Option<ChangeEvent>)> {
+    /// The position after the row of commit `seq`, and its event unless the
+    /// commit has no change here or the filter drops it.
+    fn event(&self, seq: i64, row: &PgRow) -> Result<(Position, Option<ChangeEvent>)> {
         let dec = |e: sqlx::Error| StoreError::backend("decoding a change event", e);
-        let pos = Position {
-            seq: row.try_get(1).map_err(dec)?,
-            id: row.try_get(2).map_err(dec)?,
+        let Some(id) = row.try_get::<Option<i64>, _>(1).map_err(dec)? else {
+            return Ok((Position::after_commit(seq), None));
         };
-        let op: String = row.try_get(3).map_err(dec)?;
+        let pos = Position { seq, id };
+        let op: String = row.try_get(2).map_err(dec)?;
         let op = match op.as_str() {
             "insert" => ChangeOp::Insert,
             "update" => ChangeOp::Update,
             "replace" => ChangeOp::Replace,
             _ => ChangeOp::Delete,
         };
-        let key: String = row.try_get(4).map_err(dec)?;
-        let document: Option<serde_json::Value> = row.try_get(5).map_err(dec)?;
-        let at: chrono::DateTime<chrono::Utc> = row.try_get(6).map_err(dec)?;
+        let key: String = row.try_get(3).map_err(dec)?;
+        let document: Option<serde_json::Value> = row.try_get(4).map_err(dec)?;
+        let at: chrono::DateTime<chrono::Utc> = row.try_get(5).map_err(dec)?;
         if let Some(filter) = &self.filter {
             let keep = document.as_ref().is_some_and(|d| eval::matches(filter, d));
             if !keep {

@@ -230,11 +230,15 @@ CREATE TABLE IF NOT EXISTS opstore_migrations (
 
 -- Change feed. Entity triggers append to the changelog in the writing
 -- transaction and register the transaction in opstore_commits. At commit a
--- deferred trigger takes a per-schema transaction-level advisory lock and only
--- then draws the commit sequence number, so sequence numbers are handed out in
--- commit order and a number is visible before any larger one: readers that
--- follow (seq, id) never skip a change that committed late.
-CREATE SEQUENCE IF NOT EXISTS opstore_commit_seq;
+-- deferred trigger draws the commit sequence number, so numbers follow commit
+-- order (a transaction that waited for another's row lock commits after it and
+-- draws a larger number). No lock is held across the commit, so concurrent
+-- commits share WAL flushes; a number can therefore become visible after a
+-- larger one, and readers stop at such a gap until the transactions that were
+-- running when they saw it have finished (see the adapter's feed module). The
+-- sequence must not cache values per session (CACHE 1), or numbers would not
+-- follow commit order across sessions.
+CREATE SEQUENCE IF NOT EXISTS opstore_commit_seq CACHE 1;
 
 CREATE TABLE IF NOT EXISTS opstore_commits (
     xid xid8 PRIMARY KEY,
@@ -315,10 +319,15 @@ END $$;
 CREATE OR REPLACE FUNCTION opstore_feed_commit() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1869640564, hashtext(current_schema()));
     UPDATE opstore_commits SET seq = nextval('opstore_commit_seq'), committed_at = clock_timestamp()
         WHERE xid = NEW.xid;
-    PERFORM pg_notify('opstore_feed_' || current_schema(), '');
+    -- PostgreSQL makes each commit that notifies wait for the previous one's
+    -- WAL flush. So a commit notifies only while no other commit of this schema
+    -- that notifies is in flight; that one's notification wakes the readers,
+    -- who also look again shortly after every fetch that found commits.
+    IF pg_try_advisory_xact_lock(1869640564, hashtext(current_schema())) THEN
+        PERFORM pg_notify('opstore_feed_' || current_schema(), '');
+    END IF;
     RETURN NULL;
 END $$;
 

@@ -114,6 +114,117 @@ async fn late_commit_of_earlier_change_is_not_skipped() {
     assert_eq!(next_event(&mut resumed).await.key, "early");
 }
 
+/// Installs a commit hook in `store`'s schema that runs after the feed's commit
+/// trigger has drawn the commit number: with `test.hold` set it waits for the
+/// advisory lock (4242, schema), with `test.fail` set it fails the commit.
+async fn install_commit_hook(store: &PgStore) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION test_commit_hook() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN \
+             IF current_setting('test.hold', true) = 'on' THEN \
+                 PERFORM pg_advisory_xact_lock(4242, hashtext(current_schema())); \
+             END IF; \
+             IF current_setting('test.fail', true) = 'on' THEN \
+                 RAISE EXCEPTION 'failing after the commit number was drawn'; \
+             END IF; \
+             RETURN NULL; \
+         END $$; \
+         CREATE CONSTRAINT TRIGGER zz_test_commit_hook AFTER INSERT ON opstore_commits \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_commit_hook();",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+/// Inserts `key` in a transaction with the hook setting `setting` switched on.
+async fn insert_with_hook(pool: &sqlx::PgPool, key: &str, setting: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config($1, 'on', true)")
+        .bind(setting)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO items (doc) VALUES ($1::jsonb)")
+        .bind(serde_json::to_string(&item(key).build()).unwrap())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Commit numbers are drawn without a lock, so a larger one can become visible
+/// while a smaller one's commit is still in flight: the reader waits for it and
+/// delivers both in number order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commit_in_flight_with_a_smaller_number_is_waited_for() {
+    let _shared = SERVER.read().await;
+    let store = Arc::new(store().await);
+    install_commit_hook(&store).await;
+    let schema = store.config().schema_name().to_owned();
+    let mut gate = store.pool().acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(4242, hashtext($1))")
+        .bind(&schema)
+        .execute(&mut *gate)
+        .await
+        .unwrap();
+    let mut stream = watch_items(&*store, StartAt::Now, None).await.unwrap();
+
+    let held = {
+        let pool = store.pool().clone();
+        tokio::spawn(async move { insert_with_hook(&pool, "held", "test.hold").await })
+    };
+    // The held commit has drawn its number once it waits for the gate.
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+             AND classid = 4242 AND objsubid = 2 AND NOT granted)",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let repo = store.repository::<Item>().unwrap();
+    repo.insert(&item("after").build()).await.unwrap();
+    // Nothing may be delivered past the missing number while its commit is in flight.
+    let early = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(early.is_err(), "delivered past a commit still in flight");
+
+    sqlx::query("SELECT pg_advisory_unlock(4242, hashtext($1))")
+        .bind(&schema)
+        .execute(&mut *gate)
+        .await
+        .unwrap();
+    held.await.unwrap().unwrap();
+    let first = next_event(&mut stream).await;
+    let second = next_event(&mut stream).await;
+    assert_eq!((first.key.as_str(), second.key.as_str()), ("held", "after"));
+    assert!(first.token < second.token);
+    let mut resumed = watch_items(&*store, StartAt::After(first.token), None)
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut resumed).await.key, "after");
+}
+
+/// A transaction that fails after drawing its commit number leaves a number no
+/// commit will ever have: readers pass it instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commit_number_of_a_failed_commit_is_passed() {
+    let _shared = SERVER.read().await;
+    let store = store().await;
+    install_commit_hook(&store).await;
+    let mut stream = watch_items(&store, StartAt::Now, None).await.unwrap();
+    let failed = insert_with_hook(store.pool(), "doomed", "test.fail").await;
+    assert!(failed.is_err(), "the hook fails the commit");
+    let repo = store.repository::<Item>().unwrap();
+    repo.insert(&item("after").build()).await.unwrap();
+    assert_eq!(next_event(&mut stream).await.key, "after");
+    let mut replay = watch_items(&store, StartAt::Beginning, None).await.unwrap();
+    assert_eq!(next_event(&mut replay).await.key, "after");
+}
+
 /// Many writers committing in random order: a watcher sees every change exactly
 /// once, in commit order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
