@@ -8,9 +8,10 @@ use opstore_domain::{
     UpdateCount, Upserted, Value, eval,
 };
 use sqlx::Row;
+use sqlx::postgres::PgPoolCopyExt;
 
 use crate::config::MAX_DOCUMENT_BYTES;
-use crate::error::Ctx;
+use crate::error::{Ctx, map};
 use crate::schema::{column, quote};
 use crate::translate::{Bind, Dialect, Sql, Translator};
 use crate::tx::Exec;
@@ -191,6 +192,56 @@ impl PgCollection {
     }
 }
 
+/// Bytes of `COPY` data sent per message: small enough that the server starts
+/// inserting while later documents are still being encoded.
+const COPY_CHUNK_BYTES: usize = 64 * 1024;
+
+impl PgCollection {
+    /// `insert_many` as one streamed `COPY ... FROM STDIN` (one statement, so
+    /// all or nothing): documents are validated and encoded chunk by chunk
+    /// while the server inserts the chunks already sent. An invalid document
+    /// aborts the copy, so nothing is written. Not used inside transactions (an
+    /// aborted copy would fail the whole transaction) nor for TTL tables (whose
+    /// expired rows with the same keys are deleted in the same statement).
+    async fn copy_many(&self, pool: &sqlx::PgPool, docs: &[Value]) -> Result<u64> {
+        let ctx = self.ctx("insert_many");
+        let statement = format!("COPY {} (doc) FROM STDIN", self.table);
+        let mut copy = pool
+            .copy_in_raw(&statement)
+            .await
+            .map_err(|e| map(ctx, e))?;
+        let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+        for (i, doc) in docs.iter().enumerate() {
+            let text = match self.document_text(doc) {
+                Ok(text) => text,
+                Err(invalid) => {
+                    // The server answers the abort with an error of its own; the
+                    // caller needs the validation error.
+                    let _ = copy.abort("invalid document").await;
+                    return Err(invalid);
+                }
+            };
+            // COPY text format: JSON text has no raw tabs or line breaks (they
+            // are escaped), so only backslashes need doubling.
+            for b in text.bytes() {
+                if b == b'\\' {
+                    buf.push(b'\\');
+                }
+                buf.push(b);
+            }
+            buf.push(b'\n');
+            if buf.len() >= COPY_CHUNK_BYTES || i + 1 == docs.len() {
+                if let Err(e) = copy.send(buf.as_slice()).await {
+                    let _ = copy.abort("send failed").await;
+                    return Err(map(ctx, e));
+                }
+                buf.clear();
+            }
+        }
+        copy.finish().await.map_err(|e| map(ctx, e))
+    }
+}
+
 /// LIMIT and OFFSET as literals: they are integers formatted here (no caller
 /// text), and literal values let the planner pick a top-N plan.
 fn push_limit(sql: &mut Sql, skip: u64, limit: u64) {
@@ -237,6 +288,9 @@ impl Collection for PgCollection {
     async fn insert_many(&self, docs: Vec<Value>) -> Result<u64> {
         if docs.is_empty() {
             return Ok(0);
+        }
+        if let (Exec::Pool(pool), None) = (&self.exec, self.schema.ttl()) {
+            return self.copy_many(pool, &docs).await;
         }
         let texts = docs
             .iter()
@@ -324,11 +378,12 @@ impl Collection for PgCollection {
         let mut sql = Sql::new();
         let k = sql.bind(Bind::Text(key.to_owned()));
         let new = self.tr(&mut sql).update(&update, "doc", false)?;
+        let changed = self.tr(&mut sql).changes(&update, "doc", &new)?;
         let (t, kc, live) = (&self.table, &self.key_col, self.live());
         sql.push(&format!(
             "WITH cur AS (SELECT doc AS old FROM {t} WHERE {kc} = {k} AND {live} FOR UPDATE), \
              upd AS (UPDATE {t} SET doc = {new} WHERE {kc} = {k} AND EXISTS (SELECT 1 FROM cur) \
-                 AND {new} IS DISTINCT FROM doc RETURNING doc) \
+                 AND {changed} RETURNING doc) \
              SELECT cur.old, (SELECT doc FROM upd) FROM cur"
         ));
         let row = self
@@ -356,9 +411,10 @@ impl Collection for PgCollection {
         let mut sql = Sql::new();
         let w = self.where_clause(&mut sql, &filter)?;
         let new = self.tr(&mut sql).update(&update, "doc", false)?;
+        let changed = self.tr(&mut sql).changes(&update, "doc", &new)?;
         let t = &self.table;
         sql.push(&format!(
-            "WITH upd AS (UPDATE {t} SET doc = {new} WHERE {w} AND {new} IS DISTINCT FROM doc RETURNING 1) \
+            "WITH upd AS (UPDATE {t} SET doc = {new} WHERE {w} AND {changed} RETURNING 1) \
              SELECT (SELECT count(*) FROM {t} WHERE {w}), (SELECT count(*) FROM upd)"
         ));
         let row = self.exec.fetch_one(self.ctx("update_many"), sql).await?;

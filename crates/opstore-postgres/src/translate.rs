@@ -436,6 +436,40 @@ impl Translator<'_> {
         Ok(expr)
     }
 
+    /// A condition that holds exactly when `new` (built by [`Self::update`] over
+    /// `base`) differs from `base`. An update that only sets distinct top-level
+    /// fields compares just those fields, instead of building the new document
+    /// a second time and comparing whole documents.
+    pub(crate) fn changes(
+        &mut self,
+        update: &Checked<Update>,
+        base: &str,
+        new: &str,
+    ) -> Result<String> {
+        let mut sets = Vec::new();
+        for op in &update.ops {
+            match op {
+                UpdateOp::SetOnInsert(..) => {}
+                UpdateOp::Set(path, v)
+                    if !path.contains('.') && !sets.iter().any(|(p, _)| p == path) =>
+                {
+                    sets.push((path.clone(), self.stored_value(path, v)));
+                }
+                _ => return Ok(format!("{new} IS DISTINCT FROM {base}")),
+            }
+        }
+        if sets.is_empty() {
+            return Ok("false".to_owned());
+        }
+        let mut terms = Vec::with_capacity(sets.len());
+        for (path, v) in sets {
+            let k = self.sql.bind(Bind::Text(path));
+            let v = self.sql.bind(Bind::Json(v));
+            terms.push(format!("({base} -> {k}::text) IS DISTINCT FROM {v}::jsonb"));
+        }
+        Ok(format!("({})", terms.join(" OR ")))
+    }
+
     /// A set-typed field stores its elements once.
     fn stored_value(&self, path: &str, v: &Value) -> Value {
         match (self.schema.field(path).map(|f| f.ty()), v) {
@@ -565,6 +599,28 @@ mod tests {
             order,
             "((doc -> $1) #>> '{}')::numeric DESC NULLS LAST, \"id\" ASC"
         );
+    }
+
+    #[test]
+    fn top_level_sets_compare_only_their_fields() {
+        let mut sql = Sql::new();
+        let u = S
+            .check_update(&Update::new().set("name", "b").set("n", 2))
+            .unwrap();
+        let mut tr = Translator {
+            schema: &S,
+            dialect: Dialect { icu: false },
+            sql: &mut sql,
+        };
+        let new = tr.update(&u, "doc", false).unwrap();
+        let changed = tr.changes(&u, "doc", &new).unwrap();
+        assert_eq!(
+            changed,
+            "((doc -> $5::text) IS DISTINCT FROM $6::jsonb OR (doc -> $7::text) IS DISTINCT FROM $8::jsonb)"
+        );
+        let nested = S.check_update(&Update::new().set("meta.x", 1)).unwrap();
+        let changed = tr.changes(&nested, "doc", "NEW").unwrap();
+        assert_eq!(changed, "NEW IS DISTINCT FROM doc");
     }
 
     #[test]
