@@ -16,6 +16,7 @@ pub mod lease_keeper;
 pub mod processor;
 pub mod services;
 pub mod wiring;
+pub mod worker;
 
 pub use config::{Backend, StoreConfig, StoreUrl, TlsFiles};
 pub use datastore::DataStore;
