@@ -1,7 +1,7 @@
 //! The portable query model: filters, updates, sorts, pages and aggregates.
 //!
 //! Builders take field paths as strings; nothing is trusted until the model is
-//! checked against a [`Schema`](crate::Schema) ([`Checked`]), which adapters require
+//! checked against a [`Schema`](crate::Schema) ([`Checked`](crate::Checked)), which adapters require
 //! before they translate anything.
 
 use serde::{Deserialize, Serialize};

@@ -80,8 +80,33 @@ impl Timestamp {
 
     /// The canonical text form.
     pub fn to_text(self) -> String {
-        self.to_datetime()
-            .to_rfc3339_opts(SecondsFormat::Micros, true)
+        // Formatted by hand: this runs on every write of every timestamp field,
+        // and a general-purpose formatter costs several times more.
+        let micros = self.0.rem_euclid(1_000_000);
+        let secs = self.0.div_euclid(1_000_000);
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        if !(0..=9999).contains(&year) {
+            return self
+                .to_datetime()
+                .to_rfc3339_opts(SecondsFormat::Micros, true);
+        }
+        let mut out = String::with_capacity(27);
+        push_digits(&mut out, year, 4);
+        out.push('-');
+        push_digits(&mut out, month, 2);
+        out.push('-');
+        push_digits(&mut out, day, 2);
+        out.push('T');
+        push_digits(&mut out, sod / 3600, 2);
+        out.push(':');
+        push_digits(&mut out, sod / 60 % 60, 2);
+        out.push(':');
+        push_digits(&mut out, sod % 60, 2);
+        out.push('.');
+        push_digits(&mut out, micros, 6);
+        out.push('Z');
+        out
     }
 }
 
@@ -95,6 +120,30 @@ impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Timestamp({})", self.to_text())
     }
+}
+
+/// Appends a non-negative `n` as exactly `width` decimal digits.
+fn push_digits(out: &mut String, n: i64, width: u32) {
+    let mut div = 10_i64.pow(width - 1);
+    while div > 0 {
+        let digit = (n / div % 10) as u8;
+        out.push(char::from(b'0' + digit));
+        div /= 10;
+    }
+}
+
+/// Year, month and day of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Error for text that is not an RFC 3339 timestamp.
@@ -187,6 +236,30 @@ mod tests {
         let b = Timestamp::from_micros(1_700_000_000_000_001);
         assert!(a.to_text() < b.to_text());
         assert_eq!(a.to_text(), "2023-11-14T22:13:20.000000Z");
+    }
+
+    #[test]
+    fn hand_formatting_matches_chrono() {
+        let samples = [
+            0,
+            1,
+            -1,
+            951_782_400_123_456,
+            1_709_164_799_999_999,
+            4_102_444_800_000_000,
+            -86_400_000_001,
+        ];
+        for micros in samples
+            .into_iter()
+            .chain((0..2000).map(|i| i * 7_919_000_003_001))
+        {
+            let t = Timestamp::from_micros(micros);
+            assert_eq!(
+                t.to_text(),
+                t.to_datetime().to_rfc3339_opts(SecondsFormat::Micros, true),
+                "{micros}"
+            );
+        }
     }
 
     #[test]
