@@ -2,9 +2,12 @@
 //!
 //! An adapter runs all of it with one line in an integration test:
 //!
-//! ```ignore
-//! opstore_testkit::conformance_tests!(my_adapter_tests::harness());
+//! ```text
+//! opstore_testkit::conformance_tests!(harness());
 //! ```
+//!
+//! where `harness()` returns the adapter's [`Harness`]; see
+//! `crates/opstore-memory/tests/conformance.rs` for a complete one.
 //!
 //! Each case is one behaviour of the port contract, named for it. The macro
 //! expands to one `#[tokio::test]` per case, so test runners count and name them.
