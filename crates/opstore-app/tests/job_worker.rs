@@ -258,7 +258,7 @@ async fn a_worker_runs_every_job_once_and_records_failures(store: Arc<dyn Store>
         }
     };
     let stats = worker.run(handler, stop).await.unwrap();
-    let runs = runs.lock().unwrap();
+    let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), total as usize);
     assert!(runs.values().all(|n| *n == 1), "every job ran once");
     assert_eq!(stats.claimed, u64::from(total));
