@@ -102,7 +102,7 @@ fn database_in_path(url: &str) -> Option<String> {
 async fn scylla(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     if config.tls != crate::config::TlsFiles::default() {
         return Err(StoreError::Unsupported(
-            "TLS files for the scylla backend are not wired through StoreConfig; build an opstore_scylla::ScyllaConfig"
+            "TLS is not available for the scylla backend yet: connect over a trusted network or a TLS-terminating proxy"
                 .into(),
         ));
     }
