@@ -212,24 +212,12 @@ impl PgCollection {
             .map_err(|e| map(ctx, e))?;
         let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
         for (i, doc) in docs.iter().enumerate() {
-            let text = match self.document_text(doc) {
-                Ok(text) => text,
-                Err(invalid) => {
-                    // The server answers the abort with an error of its own; the
-                    // caller needs the validation error.
-                    let _ = copy.abort("invalid document").await;
-                    return Err(invalid);
-                }
-            };
-            // COPY text format: JSON text has no raw tabs or line breaks (they
-            // are escaped), so only backslashes need doubling.
-            for b in text.bytes() {
-                if b == b'\\' {
-                    buf.push(b'\\');
-                }
-                buf.push(b);
+            if let Err(invalid) = self.encode_copy_row(doc, &mut buf) {
+                // The server answers the abort with an error of its own; the
+                // caller needs the validation error.
+                let _ = copy.abort("invalid document").await;
+                return Err(invalid);
             }
-            buf.push(b'\n');
             if buf.len() >= COPY_CHUNK_BYTES || i + 1 == docs.len() {
                 if let Err(e) = copy.send(buf.as_slice()).await {
                     let _ = copy.abort("send failed").await;
@@ -239,6 +227,41 @@ impl PgCollection {
             }
         }
         copy.finish().await.map_err(|e| map(ctx, e))
+    }
+
+    /// Validates `doc` and appends it to `buf` as one line of `COPY` text:
+    /// the JSON text written in place, with backslashes doubled (JSON text has
+    /// no raw tabs or line breaks, they are escaped) and a line break.
+    fn encode_copy_row(&self, doc: &Value, buf: &mut Vec<u8>) -> Result<()> {
+        self.schema.check_document(doc)?;
+        let start = buf.len();
+        if let Err(e) = serde_json::to_writer(&mut *buf, doc) {
+            buf.truncate(start);
+            return Err(StoreError::Validation(format!(
+                "document for `{}` cannot be encoded: {e}",
+                self.schema.name()
+            )));
+        }
+        let len = buf.len() - start;
+        if len > MAX_DOCUMENT_BYTES {
+            buf.truncate(start);
+            return Err(StoreError::Validation(format!(
+                "document `{}` in `{}` is {len} bytes; at most {MAX_DOCUMENT_BYTES} allowed",
+                self.key_of(doc),
+                self.schema.name(),
+            )));
+        }
+        if buf[start..].contains(&b'\\') {
+            let text = buf.split_off(start);
+            for b in text {
+                if b == b'\\' {
+                    buf.push(b'\\');
+                }
+                buf.push(b);
+            }
+        }
+        buf.push(b'\n');
+        Ok(())
     }
 }
 
