@@ -677,10 +677,13 @@ async fn queue_stop_mode_keeps_the_checkpoint_before_the_failure() {
     assert!(recorded.letters().is_empty());
 }
 
+/// One recorded metric: name, labels and its value cell.
+type RecordedMetric = (String, Vec<(String, String)>, Arc<TestMetric>);
+
 /// A recorder that keeps every metric's last value by name, with its labels.
 #[derive(Default)]
 struct TestRecorder {
-    metrics: Arc<Mutex<Vec<(String, Vec<(String, String)>, Arc<TestMetric>)>>>,
+    metrics: Arc<Mutex<Vec<RecordedMetric>>>,
 }
 
 #[derive(Default)]
