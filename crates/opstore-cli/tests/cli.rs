@@ -522,3 +522,28 @@ fn demo_on_postgres_holds_its_invariants() {
     assert_eq!(summary["backend"], "postgres");
     assert_invariants_hold(&summary);
 }
+
+#[test]
+fn demos_side_by_side_on_one_postgres_server_keep_to_their_own_data() {
+    let Some(url) =
+        postgres_url("demos_side_by_side_on_one_postgres_server_keep_to_their_own_data")
+    else {
+        return;
+    };
+    // Each run drains only its own jobs: one run finishing the other's jobs
+    // once left the other waiting for them forever.
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| demo_summary(Some(&url), "42"));
+        let second = s.spawn(|| demo_summary(Some(&url), "42"));
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    assert_invariants_hold(&first);
+    assert_invariants_hold(&second);
+    assert_eq!(counts(&first), counts(&second));
+}
+
+#[test]
+fn demo_rejects_a_zero_stall_timeout() {
+    let out = run(opstore().args(["demo", "--stall-timeout", "0"]));
+    assert_one_clear_line(&out, 2, "--stall-timeout");
+}

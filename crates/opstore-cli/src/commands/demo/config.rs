@@ -167,7 +167,8 @@ impl Plan {
 }
 
 /// The run's name: on the embedded store the seed is enough; on a shared
-/// server the start time keeps runs apart from each other's data.
+/// server the start time and a random tag keep runs apart from each other's
+/// data, even runs started in the same millisecond.
 pub(super) fn run_name(backend: &str, seed: u64) -> String {
     if backend == "memory" {
         return format!("demo-{seed}");
@@ -176,7 +177,7 @@ pub(super) fn run_name(backend: &str, seed: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    format!("demo-{seed}-{millis}")
+    format!("demo-{seed}-{millis}-{:04x}", rand::random::<u16>())
 }
 
 /// A node's name, scoped to the run: sessions are found by node name, so two
@@ -207,6 +208,14 @@ mod tests {
         let nodes = |p: &Plan| p.events.iter().map(|e| e.node).collect::<Vec<_>>();
         assert_eq!(nodes(&a), nodes(&b));
         assert_eq!(a.events.iter().filter(|e| e.poison).count(), 1);
+    }
+
+    #[test]
+    fn runs_on_a_server_get_their_own_names() {
+        assert_eq!(run_name("memory", 7), "demo-7");
+        let names: BTreeSet<String> = (0..8).map(|_| run_name("postgres", 7)).collect();
+        assert!(names.len() > 1, "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("demo-7-")));
     }
 
     #[test]

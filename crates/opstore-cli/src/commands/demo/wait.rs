@@ -143,7 +143,7 @@ impl Supervisor<'_> {
                 self.tasks.abort_all();
                 Err(CliError::runtime(format!(
                     "demo stalled while {phase}: still running {} s after the stop",
-                    self.stall_timeout.as_secs()
+                    self.stall_timeout.as_secs_f64()
                 )))
             }
         }
@@ -176,7 +176,7 @@ impl Supervisor<'_> {
         tracing::error!(%phase, parts = ?parts, "demo stalled");
         CliError::runtime(format!(
             "demo stalled while {phase}: no progress for {} s; {}",
-            self.stall_timeout.as_secs(),
+            self.stall_timeout.as_secs_f64(),
             parts.join("; ")
         ))
     }
@@ -225,7 +225,7 @@ pub(super) async fn stop_processor(
             token.cancel();
             Err(CliError::runtime(format!(
                 "demo stalled while {phase}: still running {} s after the stop",
-                limit.as_secs()
+                limit.as_secs_f64()
             )))
         }
     }
@@ -244,7 +244,15 @@ fn task_ended(phase: Phase, joined: Option<Result<Result<(), CliError>, JoinErro
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use opstore_app::{DataStore, StoreConfig};
+
     use super::*;
+    use crate::commands::demo::config::Timing;
+    use crate::commands::demo::processors;
+    use crate::commands::demo::state::lock;
 
     #[test]
     fn task_failures_name_the_phase_and_the_cause() {
@@ -259,5 +267,82 @@ mod tests {
         assert_eq!(e.code(), 1);
         let e = task_ended(Phase::FirstHalf, None);
         assert!(e.line().contains("no drain worker is running"), "{e}");
+    }
+
+    /// A pipeline on a fresh memory store with its processor running.
+    async fn pipeline() -> (DataStore, Arc<Pipeline>, ProcessorHandle) {
+        let store = DataStore::open(&StoreConfig::from_url("memory://").unwrap())
+            .await
+            .unwrap();
+        let timing = Timing::for_backend("memory");
+        let p = Pipeline::open(&store, "demo-test".into(), timing, HashMap::new(), 0).unwrap();
+        let p = Arc::new(p);
+        let (processor, _) = processors::spawn(&p, &store).unwrap();
+        (store, p, processor)
+    }
+
+    #[tokio::test]
+    async fn a_wait_on_a_job_that_never_finishes_ends_naming_phase_and_invariant() {
+        let (_store, p, processor) = pipeline().await;
+        lock(&p.jobs_created).insert("job_never".into());
+        let stop = CancellationToken::new();
+        let mut tasks = Tasks::new();
+        let idle = stop.clone();
+        tasks.spawn(async move {
+            idle.cancelled().await;
+            Ok(())
+        });
+        let progress = ProgressBar::hidden();
+        let mut supervisor = Supervisor {
+            pipeline: &p,
+            processor: &processor,
+            tasks,
+            progress: &progress,
+            stall_timeout: Duration::from_millis(200),
+        };
+        let e = supervisor.wait_idle(Phase::Draining, 0).await.unwrap_err();
+        let line = e.line();
+        assert_eq!(e.code(), 1);
+        assert!(
+            line.starts_with("demo stalled while draining the pipeline: no progress for 0.2 s"),
+            "{line}"
+        );
+        assert!(
+            line.contains("`no job run twice` not reached: 1 of 1 drain jobs unfinished"),
+            "{line}"
+        );
+        assert!(
+            line.contains("job `job_never` missing from the store"),
+            "{line}"
+        );
+        supervisor.stop_tasks(&stop).await.unwrap();
+        stop_processor(processor, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_worker_ends_the_wait_with_its_error() {
+        let (_store, p, processor) = pipeline().await;
+        lock(&p.jobs_created).insert("job_pending".into());
+        let mut tasks = Tasks::new();
+        tasks.spawn(async { Err(CliError::runtime("drain-worker-0: connection refused")) });
+        let progress = ProgressBar::hidden();
+        let mut supervisor = Supervisor {
+            pipeline: &p,
+            processor: &processor,
+            tasks,
+            progress: &progress,
+            stall_timeout: Duration::from_secs(3_600),
+        };
+        let e = supervisor.wait_idle(Phase::FirstHalf, 0).await.unwrap_err();
+        assert_eq!(
+            e.line(),
+            "demo failed while waiting for the first half of the events: \
+             drain-worker-0: connection refused"
+        );
+        stop_processor(processor, Duration::from_secs(30))
+            .await
+            .unwrap();
     }
 }
