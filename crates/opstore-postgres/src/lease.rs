@@ -76,7 +76,7 @@ impl LockManager for PgLocks {
         sql.push(&format!(
             "INSERT INTO {TABLE} AS l (name, owner, token, expires_at) \
              VALUES ({n}, {o}, nextval('opstore_lease_token_seq'), clock_timestamp() + {ttl} * interval '1 microsecond') \
-             ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at \
+             ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, token = nextval('opstore_lease_token_seq'), expires_at = EXCLUDED.expires_at \
              WHERE l.expires_at <= clock_timestamp() \
              RETURNING name, owner, token, expires_at"
         ));
@@ -108,7 +108,12 @@ impl LockManager for PgLocks {
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut sql = Sql::new();
         let w = held(&mut sql, lease);
-        sql.push(&format!("DELETE FROM {TABLE} WHERE {w}"));
+        // Released rows are kept (expired) rather than deleted: a takeover then
+        // draws its token under the row lock, after every earlier holder's, so
+        // tokens never go backwards when an acquirer waited on a concurrent release.
+        sql.push(&format!(
+            "UPDATE {TABLE} SET expires_at = '-infinity' WHERE {w}"
+        ));
         match self
             .exec
             .execute(Ctx::new("release", TABLE).key(lease.name()), sql)
@@ -161,7 +166,8 @@ impl LockManager for PgLocks {
         let mut sql = Sql::new();
         let n = sql.bind(Bind::Text(name.into()));
         sql.push(&format!(
-            "DELETE FROM {TABLE} WHERE name = {n} RETURNING expires_at > clock_timestamp()"
+            "UPDATE {TABLE} AS l SET expires_at = '-infinity' FROM {TABLE} AS before \
+             WHERE l.name = {n} AND before.name = l.name RETURNING before.expires_at > clock_timestamp()"
         ));
         Ok(self
             .exec
