@@ -125,6 +125,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION opstore_feed_ins() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+#variable_conflict use_variable
 DECLARE n bigint;
 BEGIN
     INSERT INTO opstore_changelog (xid, collection, op, key, doc)
@@ -135,10 +136,13 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- Entity fields become columns of the transition tables, so the trigger
+-- functions resolve a clash with their own variables (`n`, `kind`) to the variable.
 -- A replace marks itself with the transaction-local setting `opstore.op`,
 -- consumed here so later statements report plain updates.
 CREATE OR REPLACE FUNCTION opstore_feed_upd() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+#variable_conflict use_variable
 DECLARE
     n bigint;
     kind text := CASE WHEN current_setting('opstore.op', true) = 'replace' THEN 'replace' ELSE 'update' END;
@@ -154,6 +158,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION opstore_feed_del() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+#variable_conflict use_variable
 DECLARE n bigint;
 BEGIN
     INSERT INTO opstore_changelog (xid, collection, op, key, doc)
