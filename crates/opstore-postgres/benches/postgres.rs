@@ -388,9 +388,16 @@ struct Times {
 /// Insert-to-delivery latency of the change feed at a steady 2k events/s: each
 /// insert starts on its own schedule (open loop), whether or not earlier ones
 /// have finished, so a slow commit shows up as latency instead of a lower rate.
+///
+/// The writers use a store of their own (another pool on the same schema), as
+/// another service would: with one shared pool the watcher's fetches would
+/// queue for a connection behind the inserts whenever commits slow down.
 async fn feed_latency(store: &PgStore) {
     const RATE: u64 = 2_000;
     const WARMUP: usize = 1_000;
+    let mut config = store.config().clone();
+    config.max_connections = 32;
+    let writers = PgStore::connect(config).await.expect("connect writers");
     let total = WARMUP + 10_000;
     let times: Arc<Mutex<HashMap<String, Times>>> = Arc::default();
     let mut stream = store
@@ -404,7 +411,7 @@ async fn feed_latency(store: &PgStore) {
         .expect("watch");
     let producer = {
         let times = Arc::clone(&times);
-        let repo = store.repository::<Item>().expect("repository");
+        let repo = writers.repository::<Item>().expect("repository");
         tokio::spawn(async move {
             let repo = Arc::new(repo);
             let start = tokio::time::Instant::now();
