@@ -152,6 +152,19 @@ pub struct TlsFiles {
     pub key_file: Option<PathBuf>,
 }
 
+/// Which clock judges expiry of leases, idempotency keys and TTL documents on
+/// backends that can evaluate it either way (MongoDB). PostgreSQL always uses the
+/// database clock; memory its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExpiryClockSource {
+    /// The server's clock (`$$NOW`).
+    #[default]
+    Server,
+    /// This process's clock, bound into each query; for MongoDB-wire servers whose
+    /// `$$NOW` comparisons are unreliable. Keep clocks synchronised across processes.
+    Client,
+}
+
 /// Everything needed to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -167,6 +180,8 @@ pub struct StoreConfig {
     pub tls: TlsFiles,
     /// Database / schema / keyspace override (else the URL's).
     pub database: Option<String>,
+    /// Clock for expiry decisions where the backend offers a choice.
+    pub expiry_clock: ExpiryClockSource,
 }
 
 impl StoreConfig {
@@ -179,13 +194,14 @@ impl StoreConfig {
             operation_timeout: Duration::from_secs(30),
             tls: TlsFiles::default(),
             database: None,
+            expiry_clock: ExpiryClockSource::Server,
         })
     }
 
     /// Reads `OPSTORE_URL` (default `memory://`), `OPSTORE_POOL_SIZE`,
     /// `OPSTORE_CONNECT_TIMEOUT_MS`, `OPSTORE_OPERATION_TIMEOUT_MS`,
-    /// `OPSTORE_TLS_CA_FILE`, `OPSTORE_TLS_CERT_FILE`, `OPSTORE_TLS_KEY_FILE` and
-    /// `OPSTORE_DATABASE`.
+    /// `OPSTORE_TLS_CA_FILE`, `OPSTORE_TLS_CERT_FILE`, `OPSTORE_TLS_KEY_FILE`,
+    /// `OPSTORE_DATABASE` and `OPSTORE_EXPIRY_CLOCK` (`server` or `client`).
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -209,6 +225,17 @@ impl StoreConfig {
         config.tls.cert_file = get("OPSTORE_TLS_CERT_FILE").map(PathBuf::from);
         config.tls.key_file = get("OPSTORE_TLS_KEY_FILE").map(PathBuf::from);
         config.database = get("OPSTORE_DATABASE");
+        if let Some(v) = get("OPSTORE_EXPIRY_CLOCK") {
+            config.expiry_clock = match v.trim().to_ascii_lowercase().as_str() {
+                "server" => ExpiryClockSource::Server,
+                "client" => ExpiryClockSource::Client,
+                _ => {
+                    return Err(StoreError::Validation(format!(
+                        "OPSTORE_EXPIRY_CLOCK={v:?} is not `server` or `client`"
+                    )));
+                }
+            };
+        }
         if config.pool_size == 0 {
             return Err(StoreError::Validation(
                 "OPSTORE_POOL_SIZE must be at least 1".into(),

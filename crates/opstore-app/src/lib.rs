@@ -18,5 +18,5 @@ pub mod services;
 pub mod wiring;
 pub mod worker;
 
-pub use config::{Backend, StoreConfig, StoreUrl, TlsFiles};
+pub use config::{Backend, ExpiryClockSource, StoreConfig, StoreUrl, TlsFiles};
 pub use datastore::DataStore;

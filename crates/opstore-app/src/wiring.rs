@@ -86,6 +86,9 @@ async fn mongo(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     mongo.connect_timeout = config.connect_timeout;
     mongo.server_selection_timeout = config.connect_timeout;
     mongo.operation_timeout = config.operation_timeout;
+    if config.expiry_clock == crate::config::ExpiryClockSource::Client {
+        mongo.clock = opstore_mongo::ExpiryClock::Client;
+    }
     Ok(Arc::new(opstore_mongo::MongoStore::connect(mongo).await?))
 }
 
