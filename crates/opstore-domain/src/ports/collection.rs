@@ -177,7 +177,14 @@ pub fn to_document<T: Entity>(doc: &T) -> Result<Value> {
 
 /// Converts a stored document tree to an entity.
 pub fn from_document<T: Entity>(doc: Value) -> Result<T> {
-    T::deserialize(&doc).map_err(|e| mismatch::<T>(&doc, &e))
+    // By value, so strings move into the entity instead of being copied; the key
+    // is kept aside only for the error message.
+    let key = doc.get(T::schema().key()).cloned().unwrap_or(Value::Null);
+    serde_json::from_value(doc).map_err(|e| {
+        let mut stub = serde_json::Map::new();
+        stub.insert(T::schema().key().to_owned(), key);
+        mismatch::<T>(&Value::Object(stub), &e)
+    })
 }
 
 fn mismatch<T: Entity>(doc: &Value, e: &serde_json::Error) -> StoreError {
