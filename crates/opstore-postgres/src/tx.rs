@@ -156,9 +156,18 @@ pub(crate) async fn run(
     let mut attempt = 0u32;
     loop {
         let ctx = Ctx::new("transaction", "store");
-        let tx = pool
-            .begin_with(begin_statement(options.isolation))
+        // sqlx counts a transaction as open only once BEGIN is acknowledged, so a
+        // caller dropped while BEGIN is in flight would hand the connection back
+        // inside an open transaction. Beginning in a task of its own always ends
+        // with a transaction that is used, or rolled back when dropped.
+        let begin = {
+            let pool = pool.clone();
+            let statement = begin_statement(options.isolation);
+            tokio::spawn(async move { pool.begin_with(statement).await })
+        };
+        let tx = begin
             .await
+            .map_err(|e| StoreError::backend("transaction: the task beginning it failed", e))?
             .map_err(|e| map(ctx, e))?;
         let state = Arc::new(TxState {
             conn: tokio::sync::Mutex::new(Some(tx)),
