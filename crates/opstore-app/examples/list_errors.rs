@@ -13,8 +13,16 @@ async fn main() -> opstore_domain::Result<()> {
     let store = DataStore::open(&StoreConfig::from_env()?).await?;
     let errors = store.repository::<ErrorRecord>()?;
     let page = errors
-        .find_page(&Query::filter(Filter::eq("namespace", "prod")).sort_desc("last_seen").limit(20))
+        .find_page(
+            &Query::filter(Filter::eq("namespace", "prod"))
+                .sort_desc("last_seen")
+                .limit(20),
+        )
         .await?;
-    println!("{} errors in prod, showing {}", page.total, page.items.len());
+    println!(
+        "{} errors in prod, showing {}",
+        page.total,
+        page.items.len()
+    );
     Ok(())
 }
