@@ -59,8 +59,9 @@ impl IdempotencyStore for MongoIdempotency {
             // Absent or expired: (re)start it atomically. A live record makes the
             // upsert collide on `_id`.
             let filter = doc! { "_id": key, "$expr": { "$lte": ["$expires_at", now.clone()] } };
+            // A pipeline update reads `$`-strings as expressions: caller text goes in `$literal`.
             let update = vec![
-                doc! { "$set": { "fingerprint": fingerprint, "state": "started", "expires_at": { "$add": [now, ms] } } },
+                doc! { "$set": { "fingerprint": { "$literal": fingerprint }, "state": "started", "expires_at": { "$add": [now, ms] } } },
                 doc! { "$unset": ["response"] },
             ];
             let mut options = FindOneAndUpdateOptions::default();
