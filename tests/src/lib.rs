@@ -8,9 +8,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use opstore_domain::{Field, FieldType, ScalarType, Schema, Store, StoreError, Value};
+use opstore_domain::{
+    Field, FieldType, ManualClock, ScalarType, Schema, Store, StoreError, Timestamp, Value,
+};
 use opstore_memory::{MemoryConfig, MemoryStore};
-use opstore_mongo::{MongoConfig, MongoStore};
+use opstore_mongo::{ExpiryClock, MongoConfig, MongoStore};
 use opstore_postgres::{PgConfig, PgStore};
 
 /// A real backend the end-to-end suites run against.
@@ -113,11 +115,12 @@ impl IsolatedStore {
                 (store.clone(), Owner::Postgres(store, name))
             }
             Backend::Mongo => {
-                let store = Arc::new(
-                    MongoStore::connect(MongoConfig::new(url, name))
-                        .await
-                        .expect("connect mongo"),
-                );
+                // A manual expiry clock, as in the conformance harness: with the
+                // server clock the test server loses idempotency records between
+                // `begin` and `complete` (reported with the divergences).
+                let mut config = MongoConfig::new(url, name);
+                config.clock = ExpiryClock::Manual(ManualClock::new(Timestamp::now()));
+                let store = Arc::new(MongoStore::connect(config).await.expect("connect mongo"));
                 (store.clone(), Owner::Mongo(store))
             }
         };
