@@ -3,7 +3,7 @@
 //! observable results: documents, counts, aggregates and error kinds.
 //!
 //! Every case runs on fresh stores (a PostgreSQL schema or MongoDB database of its
-//! own). `OPSTORE_SOAK_CASES` sets the number of cases (default 128 per backend).
+//! own). `OPSTORE_SOAK_CASES` sets the number of cases (default 256 per backend).
 //! Float sums are compared with a relative tolerance of 1e-9, because addition
 //! order is not part of the contract; everything else is compared exactly.
 
@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 /// Cases per backend in a bounded run.
-const DEFAULT_CASES: u32 = 128;
+const DEFAULT_CASES: u32 = 256;
 
 static DOCS: LazyLock<&'static Schema> = LazyLock::new(opstore_e2e::docs_schema);
 
