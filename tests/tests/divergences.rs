@@ -423,3 +423,25 @@ async fn large_json_floats_round_trip_exactly() {
         );
     }
 }
+
+/// Divergence in counts: `inc` by 0.5 of the JSON integer 2^53, where the float
+/// sum rounds back to 2^53. The reference sees an equal value and reports
+/// `modified: 0`; MongoDB stores a double instead of a long and reports 1.
+#[tokio::test]
+async fn inc_absorbed_by_rounding_counts_as_modified_on_mongo() {
+    let seed = vec![doc("k1", json!({ "meta": { "cnt": 1i64 << 53 } }))];
+    let seen = everywhere(seed, |c| {
+        boxed(async move {
+            c.update_many(&Filter::All, &Update::new().inc("meta.cnt", 0.5))
+                .await
+                .map(|n| json!([n.matched, n.modified]))
+        })
+    })
+    .await;
+    for s in &seen {
+        match s.backend {
+            "mongo" => assert_eq!(s.result, Ok(json!([1, 1])), "mongo"),
+            b => assert_eq!(s.result, Ok(json!([1, 0])), "{b}"),
+        }
+    }
+}
