@@ -43,10 +43,12 @@ impl StoreUrl {
     pub fn parse(raw: &str) -> Result<Self> {
         let raw = raw.trim();
         let Some((scheme, rest)) = raw.split_once("://") else {
-            return Err(StoreError::Validation(format!(
-                "store URL {} has no scheme; expected memory://, postgres://, mongodb:// or scylla://",
-                redact(raw)
-            )));
+            // Without a scheme nothing marks where a password would be, so the
+            // text is not repeated at all.
+            return Err(StoreError::Validation(
+                "store URL has no scheme; expected memory://, postgres://, mongodb:// or scylla://"
+                    .into(),
+            ));
         };
         let backend = match scheme.to_ascii_lowercase().as_str() {
             "memory" | "mem" => Backend::Memory,
