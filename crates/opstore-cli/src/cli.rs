@@ -131,7 +131,8 @@ pub struct DemoArgs {
     /// Seed of every random choice; the same seed gives the same run.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Give up after this many seconds without progress, name the phase and
+    /// Give up after this many seconds without progress (on top of the planned
+    /// wait for a crashed worker's job to be recovered), name the phase and
     /// invariant that did not complete, and exit 1.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub stall_timeout: u64,

@@ -59,17 +59,30 @@ pub async fn run(
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let store = DataStore::open(config)
-        .await
-        .map_err(|e| crate::connect_error(config, e))?;
+    let demo = DemoConfig::from(args);
+    let store = wait::bounded(Phase::Opening, demo.stall_timeout, async {
+        Box::pin(DataStore::open(config))
+            .await
+            .map_err(|e| crate::connect_error(config, e))
+    })
+    .await?;
     let progress = if format == OutputFormat::Table && std::io::stdout().is_terminal() {
         ProgressBar::with_draw_target(Some(u64::from(args.events)), ProgressDrawTarget::stderr())
     } else {
         ProgressBar::hidden()
     };
-    let summary = run_demo(&store, &DemoConfig::from(args), &progress).await;
+    // Boxed, like the store's opening above: these futures are deep enough
+    // to overflow the compiler's layout query limit when nested inline.
+    let summary = Box::pin(run_demo(&store, &demo, &progress)).await;
     progress.finish_and_clear();
-    store.close().await;
+    // Closing waits for connections in use; a server that stopped answering
+    // must not keep the run from reporting.
+    if tokio::time::timeout(demo.stall_timeout, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the store did not finish; leaving it to the exit");
+    }
     let summary = summary?;
     print(&summary, format, out)?;
     let failed = summary.failed();
@@ -112,7 +125,12 @@ pub async fn run_demo(
     progress.set_message("registering nodes");
     let control = ControlPlaneService::new(store.store().clone())
         .map_err(store_err("opening the control plane"))?;
-    let clusters = producer::register_nodes(&control, &run, config.nodes).await?;
+    let clusters = wait::bounded(
+        Phase::RegisteringNodes,
+        config.stall_timeout,
+        producer::register_nodes(&control, &run, config.nodes),
+    )
+    .await?;
     let pipeline = Arc::new(Pipeline::open(
         store,
         run,
@@ -136,7 +154,7 @@ pub async fn run_demo(
     };
 
     let started = Instant::now();
-    let outcome = drive(&pipeline, &plan, &mut supervisor, progress).await;
+    let outcome = Box::pin(drive(&pipeline, &plan, &mut supervisor, progress)).await;
     let elapsed = started.elapsed();
     // On failure too, nothing of the run is left running: the workers stop,
     // and the processor is told to stop.
@@ -147,7 +165,7 @@ pub async fn run_demo(
     let report = report?;
     progress.set_position(progress.length().unwrap_or(0));
 
-    invariants::check(CheckInput {
+    let check = invariants::check(CheckInput {
         store,
         pipeline: &pipeline,
         config,
@@ -159,8 +177,8 @@ pub async fn run_demo(
         dead_lettered: report.stats.dead_lettered,
         operator: &operator,
         elapsed,
-    })
-    .await
+    });
+    wait::bounded(Phase::Checking, config.stall_timeout, check).await
 }
 
 /// Produces every event; midway, once the pipeline is idle, the operator
@@ -174,6 +192,7 @@ async fn drive(
     let mut producer = Producer::default();
     let mut operator = OperatorReport::default();
     let half = plan.events.len() / 2;
+    let limit = supervisor.stall_timeout;
     progress.set_message("producing");
     for (i, planned) in plan.events.iter().enumerate() {
         if i == half {
@@ -184,11 +203,13 @@ async fn drive(
             if let Some(node) = plan.cancel_node {
                 let node = node_name(&pipeline.run, node);
                 progress.set_message(format!("operator cancels {node}"));
-                operator = operator::cancel_session(pipeline, &node).await?;
+                let cancel = operator::cancel_session(pipeline, &node);
+                operator = wait::bounded(Phase::Cancelling, limit, cancel).await?;
             }
             progress.set_message("producing");
         }
-        producer.send(pipeline, i, planned).await?;
+        let send = producer.send(pipeline, i, planned);
+        wait::bounded(Phase::Producing, limit, send).await?;
         progress
             .set_position(pipeline.processed_count() + supervisor.processor.stats().dead_lettered);
     }

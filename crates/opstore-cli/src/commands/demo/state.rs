@@ -134,6 +134,16 @@ impl Pipeline {
             .collect()
     }
 
+    /// Whether a crashed worker's job still waits for recovery, which takes
+    /// up to `stuck_after` without any visible progress.
+    pub(super) fn awaiting_recovery(&self) -> bool {
+        let recovered = lock(&self.recovered);
+        let failed = lock(&self.jobs_failed);
+        lock(&self.crashed)
+            .iter()
+            .any(|(id, _)| !recovered.contains(id) && !failed.contains_key(id))
+    }
+
     /// A number that grows whenever any part of the pipeline moves; the waits
     /// measure stalls by it.
     pub(super) fn progress_marker(&self) -> u64 {

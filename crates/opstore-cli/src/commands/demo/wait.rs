@@ -21,6 +21,14 @@ pub(super) type Tasks = JoinSet<Result<(), CliError>>;
 /// Where a run can wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// The store opens and its schema is applied.
+    Opening,
+    /// The fleet's clusters are registered.
+    RegisteringNodes,
+    /// The producer writes events.
+    Producing,
+    /// The operator cancels a session.
+    Cancelling,
     /// Before the operator acts, every event so far is handled and every job done.
     FirstHalf,
     /// After the last event, the same for the whole run.
@@ -29,11 +37,18 @@ pub(super) enum Phase {
     StoppingWorkers,
     /// The processor writes its checkpoint and ends.
     StoppingProcessor,
+    /// The invariants are read back from the store.
+    Checking,
 }
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Phase::Opening => "opening the store",
+            Phase::RegisteringNodes => "registering the nodes",
+            Phase::Producing => "producing events",
+            Phase::Cancelling => "cancelling a quarantine session",
+            Phase::Checking => "checking the invariants",
             Phase::FirstHalf => "waiting for the first half of the events",
             Phase::Draining => "draining the pipeline",
             Phase::StoppingWorkers => "stopping the drain workers",
@@ -99,11 +114,18 @@ impl Supervisor<'_> {
                     "demo failed while {phase}: the quarantine processor stopped unexpectedly"
                 )));
             }
+            // A crashed worker's job is recovered only after `stuck_after`; that
+            // quiet time is planned, not a stall.
+            let limit = if self.pipeline.awaiting_recovery() {
+                self.stall_timeout + self.pipeline.timing.stuck_after
+            } else {
+                self.stall_timeout
+            };
             let now = self.marker();
             if now != marker {
                 (marker, moved) = (now, Instant::now());
-            } else if moved.elapsed() >= self.stall_timeout {
-                return Err(self.stalled(phase, &pending).await);
+            } else if moved.elapsed() >= limit {
+                return Err(self.stalled(phase, &pending, limit).await);
             }
             if logged.elapsed() >= Duration::from_secs(1) {
                 logged = Instant::now();
@@ -151,7 +173,7 @@ impl Supervisor<'_> {
 
     /// Explains a stall: the phase, and which invariant has not been reached
     /// with the figures and the unfinished jobs' state in the store.
-    async fn stalled(&self, phase: Phase, pending: &Pending) -> CliError {
+    async fn stalled(&self, phase: Phase, pending: &Pending, limit: Duration) -> CliError {
         let mut parts = Vec::new();
         if pending.events_done < pending.events {
             let stats = self.processor.stats();
@@ -176,7 +198,7 @@ impl Supervisor<'_> {
         tracing::error!(%phase, parts = ?parts, "demo stalled");
         CliError::runtime(format!(
             "demo stalled while {phase}: no progress for {} s; {}",
-            self.stall_timeout.as_secs_f64(),
+            limit.as_secs_f64(),
             parts.join("; ")
         ))
     }
@@ -207,6 +229,25 @@ impl Supervisor<'_> {
             Ok(Ok(None)) => format!("job `{id}` missing from the store"),
             Ok(Err(e)) => format!("job `{id}` unreadable: {e}"),
             Err(_) => format!("job `{id}` unreadable: the store did not answer"),
+        }
+    }
+}
+
+/// Runs `work`, one step of the run that calls the store, giving up after
+/// `limit`: a server that stops answering must not hang the run.
+pub(super) async fn bounded<T>(
+    phase: Phase,
+    limit: Duration,
+    work: impl Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!(%phase, ?limit, "the store did not answer");
+            Err(CliError::runtime(format!(
+                "demo stalled while {phase}: the store did not answer within {} s",
+                limit.as_secs_f64()
+            )))
         }
     }
 }
@@ -253,6 +294,19 @@ mod tests {
     use crate::commands::demo::config::Timing;
     use crate::commands::demo::processors;
     use crate::commands::demo::state::lock;
+
+    #[tokio::test]
+    async fn a_store_step_that_never_answers_ends_naming_the_phase() {
+        let never = std::future::pending::<Result<(), CliError>>();
+        let e = bounded(Phase::Producing, Duration::from_millis(50), never)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.line(),
+            "demo stalled while producing events: the store did not answer within 0.05 s"
+        );
+        assert_eq!(e.code(), 1);
+    }
 
     #[test]
     fn task_failures_name_the_phase_and_the_cause() {
