@@ -3,7 +3,7 @@
 //!
 //! The binary is a thin shell over this library: [`run`] executes a parsed
 //! [`Cli`], and each command's logic is a public function taking an open
-//! [`DataStore`](opstore_app::DataStore), so programs and tests can call it in
+//! [`opstore_app::DataStore`], so programs and tests can call it in
 //! process.
 
 pub mod cli;

@@ -161,7 +161,7 @@ impl TableLayout {
         cols.join(", ")
     }
 
-    /// `INSERT ... IF NOT EXISTS [USING TTL ?]`: values are [`Self::row_values`], then the TTL.
+    /// `INSERT ... IF NOT EXISTS [USING TTL ?]`: values are the row values, then the TTL.
     pub fn insert_cql(&self, conditional: bool) -> String {
         let cols = self.written();
         let marks = vec!["?"; cols.len()].join(", ");

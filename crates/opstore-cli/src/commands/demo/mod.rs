@@ -1,22 +1,22 @@
 //! `opstore demo`: a complete remediation pipeline built only from the public
 //! API, checking its own invariants.
 //!
-//! A [producer](producer) writes health events for a fleet of nodes. An
+//! A producer (`producer.rs`) writes health events for a fleet of nodes. An
 //! [`EventProcessor`](opstore_app::processor::EventProcessor) (see
-//! [processors]) quarantines nodes on fatal events, deduplicates error records
-//! and queues one drain job per quarantine session. Drain [workers] start jobs
+//! `processors.rs`) quarantines nodes on fatal events, deduplicates error records
+//! and queues one drain job per quarantine session. Drain workers (`workers.rs`) start jobs
 //! with the worker pattern of the control plane (job lock lease, heartbeats,
 //! fenced writes) and write remediation logs. Along the way some handler calls
 //! fail once and are retried, one poison event exhausts its retries and lands
 //! in the dead letters, one worker crashes holding a lease (another worker
 //! takes the lease over and the stale holder is fenced out), and an
-//! [operator] cancels a node's quarantine session midway. The [invariants]
-//! are checked against the store at the end.
+//! operator (`operator.rs`) cancels a node's quarantine session midway. The invariants
+//! (`invariants.rs`) are checked against the store at the end.
 //!
 //! Every random choice comes from a seeded generator, and the operator acts at
 //! a point where the pipeline is idle, so the counts in the summary are the
 //! same for the same seed; only timings vary. Every wait is bounded by the
-//! stall timeout (see [wait]): a run that stops making progress ends with exit
+//! stall timeout (see `wait.rs`): a run that stops making progress ends with exit
 //! code 1 and names the phase and invariant that did not complete.
 
 mod config;
