@@ -12,6 +12,7 @@
 //! Each case is one behaviour of the port contract, named for it. The macro
 //! expands to one `#[tokio::test]` per case, so test runners count and name them.
 
+pub mod bench;
 pub mod cases;
 pub mod fixtures;
 
