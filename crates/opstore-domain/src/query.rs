@@ -13,6 +13,31 @@ use serde_json::Value;
 /// reference): an absent field and a null field are the same; `eq(path, null)`
 /// matches both, `ne` and `nin` match them, range comparisons never do. Numbers
 /// compare by value (`1 == 1.0`); strings compare by Unicode code point.
+///
+/// Filters are built from field paths and values, combined with `and`, `or` and
+/// `not`, and evaluated here with the reference evaluator every adapter agrees with:
+///
+/// ```
+/// use opstore_domain::{Filter, eval, json};
+///
+/// let doc = json!({"id": "n1", "rack": 4, "state": "Cordoned", "healthevent": {"nodename": "gpu-07"}});
+/// let cordoned_on_low_racks = Filter::eq("state", "Cordoned").and(Filter::lt("rack", 10));
+/// assert!(eval::matches(&cordoned_on_low_racks, &doc));
+///
+/// // Dotted paths reach nested fields; `contains_ci` takes its needle literally.
+/// assert!(eval::matches(&Filter::contains_ci("healthevent.nodename", "GPU-"), &doc));
+/// // An absent field equals null: `ne` and `missing` match it, ranges never do.
+/// assert!(eval::matches(&Filter::ne("drained_at", "2026-01-01"), &doc));
+/// assert!(eval::matches(&Filter::missing("drained_at"), &doc));
+/// assert!(!eval::matches(&Filter::gt("drained_at", 0), &doc));
+/// // Numbers compare by value, whatever their JSON representation.
+/// assert!(eval::matches(&Filter::is_in("rack", [4.0, 8.0]), &doc));
+/// assert!(!eval::matches(&Filter::eq("state", "Cordoned").not(), &doc));
+/// ```
+///
+/// Paths are checked against the entity's schema before a backend sees them, so an
+/// unknown path is a [`StoreError::Validation`](crate::StoreError::Validation) and
+/// never part of a query string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Filter {
@@ -181,6 +206,25 @@ impl UpdateOp {
 }
 
 /// A list of update operators applied in order.
+///
+/// ```
+/// use opstore_domain::{Update, eval, json};
+///
+/// let mut doc = json!({"id": "n1", "state": "Healthy", "attempts": 1, "note": "old"});
+/// let update = Update::new()
+///     .set("state", "Quarantined")
+///     .inc("attempts", 1)
+///     .push("history", "quarantined by health monitor")
+///     .unset("note")
+///     .set_on_insert("created_by", "monitor"); // only when an upsert inserts
+/// let changed = eval::apply_update(&mut doc, &update, false);
+/// assert!(changed);
+/// assert_eq!(
+///     doc,
+///     json!({"id": "n1", "state": "Quarantined", "attempts": 2,
+///            "history": ["quarantined by health monitor"]})
+/// );
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Update {
     /// The operators.
@@ -247,6 +291,52 @@ pub struct SortKey {
 ///
 /// Results are ordered by the sort keys, then by the schema's default sort, then
 /// by the document key ascending, so ties are stable on every backend.
+///
+/// Offset pages come with the total number of matches; for deep pagination, a
+/// keyset cursor (a range filter on the last sort value seen) avoids skipping:
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Node { id: String, rack: i64, state: String }
+/// # static NODE: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("nodes", "id")
+/// #         .field(Field::new("rack", FieldType::Int).indexed())
+/// #         .field(Field::new("state", FieldType::String).indexed())
+/// #         .build()
+/// # });
+/// # impl Entity for Node {
+/// #     fn schema() -> &'static Schema { &NODE }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> opstore_domain::Result<()> {
+/// use opstore_domain::{Filter, Query, Repository, StoreExt};
+/// use opstore_memory::MemoryStore;
+///
+/// let store = MemoryStore::new(Default::default());
+/// let nodes = store.repository::<Node>()?;
+/// let all: Vec<Node> = (1..=5)
+///     .map(|i| Node { id: format!("n{i}"), rack: i, state: "Healthy".into() })
+///     .collect();
+/// nodes.insert_many(&all).await?;
+///
+/// // Offset paging: the second page of two, largest rack first, with the total.
+/// let healthy = Query::filter(Filter::eq("state", "Healthy")).sort_desc("rack");
+/// let page = nodes.find_page(&healthy.clone().skip(2).limit(2)).await?;
+/// assert_eq!(page.total, 5);
+/// assert_eq!(page.items.iter().map(|n| n.rack).collect::<Vec<_>>(), [3, 2]);
+///
+/// // Keyset paging: continue after the last rack seen.
+/// let first = nodes.find(&Query::new().sort_asc("rack").limit(2)).await?;
+/// let cursor = first.last().map(|n| n.rack).unwrap_or_default();
+/// let next = nodes
+///     .find(&Query::filter(Filter::gt("rack", cursor)).sort_asc("rack").limit(2))
+///     .await?;
+/// assert_eq!(next.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["n3", "n4"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Query {
     /// Which documents.

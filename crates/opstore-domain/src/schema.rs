@@ -360,6 +360,33 @@ impl FieldTree {
 
 /// Builds a [`Schema`]; `build` checks it and panics on a malformed definition,
 /// which happens once, at first use, with a message naming the mistake.
+///
+/// ```
+/// use std::time::Duration;
+/// use opstore_domain::{Field, FieldType, ScalarType, Schema, SortDir};
+///
+/// let schema = Schema::builder("health_events", "id")
+///     .field(Field::new("healthevent", FieldType::Object))
+///     .field(Field::new("healthevent.nodename", FieldType::String).indexed())
+///     .field(Field::new("fingerprint", FieldType::String).unique())
+///     .field(Field::new("tags", FieldType::List(ScalarType::String)))
+///     .field(Field::new("details", FieldType::Json).optional())
+///     .field(Field::new("created_at", FieldType::Timestamp).indexed())
+///     .ttl("created_at", Duration::from_secs(7 * 24 * 3600))
+///     .default_sort("created_at", SortDir::Desc)
+///     .build();
+///
+/// assert_eq!(schema.key(), "id");
+/// let indexed: Vec<&str> = schema.indexed_fields().map(|f| f.path()).collect();
+/// assert_eq!(indexed, ["healthevent.nodename", "fingerprint", "created_at"]);
+/// // Dotted paths resolve to their declared type; anything under a `Json` field is `Json`.
+/// assert_eq!(schema.resolve("healthevent.nodename")?, FieldType::String);
+/// assert_eq!(schema.resolve("details.gpu.uuid")?, FieldType::Json);
+/// // An undeclared path is a validation error, long before any query text exists.
+/// assert!(schema.resolve("healthevent.nodename; drop table").unwrap_err().is_validation());
+/// assert!(schema.resolve("owner").unwrap_err().is_validation());
+/// # Ok::<(), opstore_domain::StoreError>(())
+/// ```
 #[derive(Debug)]
 pub struct SchemaBuilder {
     schema: Schema,

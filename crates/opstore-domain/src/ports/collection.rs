@@ -83,6 +83,54 @@ pub trait Collection: Send + Sync {
 /// Same contract as [`Collection`]; documents are the entity type. Services hold an
 /// `Arc<dyn Repository<T>>` so tests can substitute `MockRepository` (feature
 /// `mocks`).
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # struct Node { id: String, rack: i64, state: String }
+/// # static NODE: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("nodes", "id")
+/// #         .field(Field::new("rack", FieldType::Int).indexed())
+/// #         .field(Field::new("state", FieldType::String).indexed())
+/// #         .build()
+/// # });
+/// # impl Entity for Node {
+/// #     fn schema() -> &'static Schema { &NODE }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # fn node(id: &str, rack: i64, state: &str) -> Node {
+/// #     Node { id: id.into(), rack, state: state.into() }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> opstore_domain::Result<()> {
+/// use opstore_domain::{Agg, Filter, Repository, StoreExt, Update, json};
+/// use opstore_memory::MemoryStore;
+///
+/// let store = MemoryStore::new(Default::default());
+/// let nodes = store.repository::<Node>()?;
+/// nodes.insert(&node("n1", 4, "Healthy")).await?;
+/// nodes.insert_many(&[node("n2", 4, "Healthy"), node("n3", 7, "Cordoned")]).await?;
+///
+/// // Missing is `Ok(None)` on reads and `NotFound` on updates; a duplicate key is `Conflict`.
+/// assert_eq!(nodes.get("n1").await?, Some(node("n1", 4, "Healthy")));
+/// assert_eq!(nodes.get("nope").await?, None);
+/// let set_cordoned = Update::new().set("state", "Cordoned");
+/// assert!(nodes.update_one("nope", &set_cordoned).await.unwrap_err().is_not_found());
+/// assert!(nodes.insert(&node("n1", 1, "Healthy")).await.unwrap_err().is_conflict());
+///
+/// let updated = nodes.update_one("n1", &set_cordoned).await?;
+/// assert_eq!(updated.state, "Cordoned");
+/// let on_rack_4 = Filter::eq("rack", 4);
+/// let counts = nodes.update_many(&on_rack_4, &set_cordoned).await?;
+/// assert_eq!((counts.matched, counts.modified), (2, 1));
+/// assert_eq!(nodes.count(&Filter::eq("state", "Cordoned")).await?, 3);
+/// assert_eq!(nodes.get_by_field("rack", json!(7)).await?.map(|n| n.id), Some("n3".into()));
+/// assert_eq!(nodes.aggregate(&Filter::all(), "rack", Agg::Max).await?, json!(7));
+/// assert_eq!(nodes.delete_many(&on_rack_4).await?, 2);
+/// assert!(!nodes.exists(&on_rack_4).await?);
+/// # Ok(()) }
+/// ```
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Repository<T: Entity>: Send + Sync {

@@ -138,6 +138,38 @@ pub trait Store: Send + Sync + fmt::Debug {
 }
 
 /// Typed helpers over any [`Store`].
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # struct Node { id: String, rack: i64, state: String }
+/// # static NODE: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("nodes", "id")
+/// #         .field(Field::new("rack", FieldType::Int).indexed())
+/// #         .field(Field::new("state", FieldType::String).indexed())
+/// #         .build()
+/// # });
+/// # impl Entity for Node {
+/// #     fn schema() -> &'static Schema { &NODE }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # fn node(id: &str, rack: i64, state: &str) -> Node {
+/// #     Node { id: id.into(), rack, state: state.into() }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> opstore_domain::Result<()> {
+/// use std::sync::Arc;
+/// use opstore_domain::{Repository, Store, StoreExt};
+///
+/// // Services hold the store as a trait object, chosen by configuration at run time.
+/// let store: Arc<dyn Store> = Arc::new(opstore_memory::MemoryStore::new(Default::default()));
+/// store.migrate(&[Node::schema()]).await?;
+/// let nodes = store.repository::<Node>()?;
+/// nodes.insert(&node("n1", 4, "Healthy")).await?;
+/// assert_eq!(nodes.get("n1").await?.map(|n| n.rack), Some(4));
+/// # Ok(()) }
+/// ```
 pub trait StoreExt {
     /// The typed repository of entity `T`.
     fn repository<T: Entity>(&self) -> Result<CollectionRepository<T>>;
@@ -149,7 +181,8 @@ impl<S: Store + ?Sized> StoreExt for S {
     }
 }
 
-/// Typed helpers over a transaction handle.
+/// Typed helpers over a transaction handle: the repositories a transaction's work
+/// reads and writes through. See [`run_transaction`] for an example.
 pub trait TxExt {
     /// The typed repository of `T` inside the transaction.
     fn repository<T: Entity>(&self) -> Result<CollectionRepository<T>>;
@@ -163,14 +196,56 @@ impl TxExt for TxHandle {
 
 /// Runs a transaction whose work returns a value.
 ///
-/// ```no_run
-/// # async fn demo(store: &dyn opstore_domain::Store) -> opstore_domain::Result<()> {
-/// use opstore_domain::{TxExt, TxOptions, run_transaction};
-/// let n: u64 = run_transaction(store, TxOptions::default(), |tx| async move {
-///     let _ = tx; // tx.repository::<MyEntity>()?.get(...)
-///     Ok(42)
+/// The work may run more than once (the runner retries serialization conflicts up
+/// to [`TxOptions::max_retries`]), so it must have no effects outside the
+/// transaction; an error from the work rolls everything back.
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # struct Node { id: String, rack: i64, state: String }
+/// # static NODE: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("nodes", "id")
+/// #         .field(Field::new("rack", FieldType::Int).indexed())
+/// #         .field(Field::new("state", FieldType::String).indexed())
+/// #         .build()
+/// # });
+/// # impl Entity for Node {
+/// #     fn schema() -> &'static Schema { &NODE }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # fn node(id: &str, rack: i64, state: &str) -> Node {
+/// #     Node { id: id.into(), rack, state: state.into() }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> opstore_domain::Result<()> {
+/// use opstore_domain::{Repository, StoreExt, TxExt, TxOptions, Update, run_transaction};
+/// use opstore_memory::MemoryStore;
+///
+/// let store = MemoryStore::new(Default::default());
+/// store.repository::<Node>()?.insert(&node("n1", 4, "Healthy")).await?;
+///
+/// // Read under a row lock, then write, atomically; the closure returns a value.
+/// let previous = run_transaction(&store, TxOptions::default(), |tx| async move {
+///     let nodes = tx.repository::<Node>()?;
+///     let before = nodes.get_for_update("n1").await?.map(|n| n.state);
+///     nodes.update_one("n1", &Update::new().set("state", "Quarantined")).await?;
+///     nodes.insert(&node("n2", 4, "Quarantined")).await?;
+///     Ok(before)
 /// })
 /// .await?;
+/// assert_eq!(previous.as_deref(), Some("Healthy"));
+///
+/// // A failing transaction leaves nothing behind.
+/// let failed = run_transaction(&store, TxOptions::default(), |tx| async move {
+///     let nodes = tx.repository::<Node>()?;
+///     nodes.insert(&node("n3", 5, "Healthy")).await?;
+///     nodes.insert(&node("n1", 5, "Healthy")).await // duplicate key: Conflict
+/// })
+/// .await;
+/// assert!(failed.unwrap_err().is_conflict());
+/// assert_eq!(store.repository::<Node>()?.get("n3").await?, None);
 /// # Ok(()) }
 /// ```
 pub async fn run_transaction<R, F, Fut>(
