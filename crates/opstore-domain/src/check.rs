@@ -12,6 +12,8 @@ use crate::error::{Result, invalid};
 use crate::query::{Agg, Filter, Query, Update, UpdateOp};
 use crate::schema::{FieldType, Schema, scalar_accepts, type_name};
 
+mod document_update;
+
 /// A value that passed validation against a schema. Only this module builds one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked<T>(T);
@@ -126,6 +128,14 @@ impl Schema {
             match op {
                 UpdateOp::Set(_, v) | UpdateOp::SetOnInsert(_, v) => {
                     if v.is_null() {
+                        // A path that is not declared but resolves to a scalar is
+                        // a map entry: map values are never null (unset removes one).
+                        if self.field(path).is_none() && ty != FieldType::Json {
+                            return invalid(format!(
+                                "`{path}` of `{}` is a map entry and cannot be null (unset it instead)",
+                                self.name()
+                            ));
+                        }
                         if !optional {
                             return invalid(format!(
                                 "`{path}` of `{}` is required and cannot be null",
@@ -328,6 +338,27 @@ mod tests {
     fn conflicting_paths_are_rejected() {
         let u = Update::new().set("meta", json!({})).set("meta.a", 1);
         assert!(schema().check_update(&u).is_err());
+    }
+
+    #[test]
+    fn null_map_entry_is_rejected_by_path() {
+        let s = Schema::builder("docs", "id")
+            .field(Field::new("labels", FieldType::Map(ScalarType::String)).optional())
+            .field(Field::new("meta", FieldType::Json).optional())
+            .build();
+        for u in [
+            Update::new().set("labels.team", Value::Null),
+            Update::new().set_on_insert("labels.team", Value::Null),
+        ] {
+            let err = s.check_update(&u).unwrap_err();
+            assert!(err.is_validation(), "{err}");
+            assert!(err.to_string().contains("labels.team"), "{err}");
+        }
+        s.check_update(&Update::new().unset("labels.team")).unwrap();
+        s.check_update(&Update::new().set("labels", Value::Null))
+            .unwrap();
+        s.check_update(&Update::new().set("meta.x", Value::Null))
+            .unwrap();
     }
 
     #[test]
