@@ -12,6 +12,49 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 ///
 /// Messages name the operation, the collection and the key involved. They never
 /// contain credentials: adapters build them from redacted configuration only.
+///
+/// Callers branch on the kind with the `is_*` helpers rather than on messages:
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # struct Node { id: String, rack: i64, state: String }
+/// # static NODE: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("nodes", "id")
+/// #         .field(Field::new("rack", FieldType::Int).indexed())
+/// #         .field(Field::new("state", FieldType::String).indexed())
+/// #         .build()
+/// # });
+/// # impl Entity for Node {
+/// #     fn schema() -> &'static Schema { &NODE }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # fn node(id: &str, rack: i64, state: &str) -> Node {
+/// #     Node { id: id.into(), rack, state: state.into() }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> opstore_domain::Result<()> {
+/// use opstore_domain::{Filter, Query, Repository, StoreError, StoreExt, Update};
+/// use opstore_memory::MemoryStore;
+///
+/// let store = MemoryStore::new(Default::default());
+/// let nodes = store.repository::<Node>()?;
+/// nodes.insert(&node("n1", 4, "Healthy")).await?;
+///
+/// let duplicate = nodes.insert(&node("n1", 4, "Healthy")).await.unwrap_err();
+/// assert!(duplicate.is_conflict());
+/// let missing = nodes.update_one("n9", &Update::new().set("rack", 1)).await.unwrap_err();
+/// assert!(missing.is_not_found());
+/// assert!(missing.to_string().contains("n9"), "messages name the key: {missing}");
+/// // Unknown field paths never reach a backend.
+/// let unknown = nodes.find(&Query::filter(Filter::eq("owner", "x"))).await.unwrap_err();
+/// assert!(matches!(unknown, StoreError::Validation(_)));
+/// // Only connection losses and timeouts are worth retrying as they are.
+/// assert!(!unknown.is_transient());
+/// assert!(StoreError::Timeout("find on nodes".into()).is_transient());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The addressed document, lease or record does not exist.

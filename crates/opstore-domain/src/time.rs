@@ -14,6 +14,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Serialized as RFC 3339 with exactly six fractional digits and `Z`
 /// (`2026-01-02T03:04:05.000006Z`), so the text form sorts in time order on every
 /// backend and the precision is the one PostgreSQL keeps.
+///
+/// ```
+/// use std::time::Duration;
+/// use opstore_domain::{Timestamp, json};
+///
+/// let seen: Timestamp = "2026-03-01T10:15:00+01:00".parse()?;
+/// assert_eq!(seen.to_string(), "2026-03-01T09:15:00.000000Z"); // normalized to UTC
+/// let later = seen.add(Duration::from_millis(1500));
+/// assert_eq!(later.to_text(), "2026-03-01T09:15:01.500000Z");
+/// assert_eq!(later.since(seen), Duration::from_millis(1500));
+/// // Text order is time order, which is what makes range filters portable.
+/// assert!(seen < later && seen.to_text() < later.to_text());
+/// assert_eq!(json!(seen), json!("2026-03-01T09:15:00.000000Z"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 

@@ -125,6 +125,57 @@ pub type ChangeStream = BoxStream<'static, Result<ChangeEvent>>;
 /// committed change is skipped; a stream resumed with a token delivers nothing at
 /// or before it; a token older than the retained history gives
 /// `ResumeTokenExpired` (from `watch` or as the stream's first item).
+///
+/// Watch from the beginning, remember the token of the last event handled, and
+/// resume after it (a processor saves that token in a [`CheckpointStore`]):
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// # struct Node { id: String, rack: i64, state: String }
+/// # static NODE: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("nodes", "id")
+/// #         .field(Field::new("rack", FieldType::Int).indexed())
+/// #         .field(Field::new("state", FieldType::String).indexed())
+/// #         .build()
+/// # });
+/// # impl Entity for Node {
+/// #     fn schema() -> &'static Schema { &NODE }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # fn node(id: &str, rack: i64, state: &str) -> Node {
+/// #     Node { id: id.into(), rack, state: state.into() }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> opstore_domain::Result<()> {
+/// use futures::StreamExt;
+/// use opstore_domain::{ChangeOp, ResumeToken, StartAt, Store, StoreExt, Repository, Update, WatchRequest};
+/// use opstore_memory::MemoryStore;
+///
+/// let store = MemoryStore::new(Default::default());
+/// let nodes = store.repository::<Node>()?;
+/// nodes.insert(&node("n1", 4, "Healthy")).await?;
+/// nodes.update_one("n1", &Update::new().set("state", "Cordoned")).await?;
+///
+/// let feed = store.change_feed();
+/// let request = |start| WatchRequest { schema: Node::schema(), start, filter: None };
+/// let mut stream = feed.watch(request(StartAt::Beginning)).await?;
+/// let first = stream.next().await.expect("the insert")?;
+/// assert_eq!((first.op, first.key.as_str()), (ChangeOp::Insert, "n1"));
+/// drop(stream);
+///
+/// // Tokens are opaque bytes with a hex text form, so they can be stored anywhere.
+/// let saved = first.token.to_string();
+/// let token: ResumeToken = saved.parse()?;
+/// let mut resumed = feed.watch(request(StartAt::After(token))).await?;
+/// let next = resumed.next().await.expect("the update")?;
+/// assert_eq!(next.op, ChangeOp::Update);
+/// assert_eq!(next.document.as_ref().and_then(|d| d["state"].as_str()), Some("Cordoned"));
+/// # Ok(()) }
+/// ```
+///
+/// [`CheckpointStore`]: crate::CheckpointStore
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
