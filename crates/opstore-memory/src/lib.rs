@@ -106,6 +106,52 @@ impl fmt::Debug for MemoryStore {
 
 impl MemoryStore {
     /// An empty store.
+    ///
+    /// With a [`ManualClock`](opstore_domain::ManualClock), tests move time by hand:
+    /// document TTLs, lease expiry, idempotency records and feed retention all
+    /// follow it, so nothing needs to sleep.
+    ///
+    /// ```
+    /// # use std::sync::LazyLock;
+    /// # use opstore_domain::{Entity, Field, FieldType, Schema};
+    /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    /// # struct Session { id: String, started_at: opstore_domain::Timestamp }
+    /// # static SESSION: LazyLock<Schema> = LazyLock::new(|| {
+    /// #     Schema::builder("sessions", "id")
+    /// #         .field(Field::new("started_at", FieldType::Timestamp))
+    /// #         .ttl("started_at", std::time::Duration::from_secs(3600))
+    /// #         .build()
+    /// # });
+    /// # impl Entity for Session {
+    /// #     fn schema() -> &'static Schema { &SESSION }
+    /// #     fn key(&self) -> String { self.id.clone() }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> opstore_domain::Result<()> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use opstore_domain::{Clock, ManualClock, Repository, Store, StoreExt, Timestamp};
+    /// use opstore_memory::{MemoryConfig, MemoryStore};
+    ///
+    /// let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    /// let store = MemoryStore::new(MemoryConfig { clock: Arc::new(clock.clone()), ..Default::default() });
+    /// assert_eq!(store.backend(), "memory");
+    ///
+    /// // `sessions` expire an hour after `started_at`.
+    /// let sessions = store.repository::<Session>()?;
+    /// sessions.insert(&Session { id: "s1".into(), started_at: clock.now() }).await?;
+    /// clock.advance(Duration::from_secs(3599));
+    /// assert!(sessions.get("s1").await?.is_some());
+    /// clock.advance(Duration::from_secs(2));
+    /// assert!(sessions.get("s1").await?.is_none());
+    ///
+    /// // Leases follow the same clock.
+    /// let lease = store.locks().try_acquire("sweeper", "w1", Duration::from_secs(10)).await?;
+    /// assert!(lease.is_some());
+    /// clock.advance(Duration::from_secs(11));
+    /// assert!(store.locks().current("sweeper").await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn new(config: MemoryConfig) -> Self {
         let clock = config.clock;
         MemoryStore {
