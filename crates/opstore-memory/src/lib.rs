@@ -16,6 +16,8 @@
 //! #   tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) } }
 //! ```
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod collection;
 mod coord;
 mod feed;

@@ -23,6 +23,8 @@ mod store;
 pub mod codegen;
 pub mod schema;
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod collection;
 mod error;
 mod feed;

@@ -243,11 +243,33 @@ pub fn report(figures: &[Figure]) {
     }
 }
 
-/// Whether benchmarks should use their quick sizes: `OPSTORE_BENCH_QUICK` is
-/// set to anything but `0` (`cargo xtask bench` sets it so the whole run fits
-/// in ten minutes on two cores).
-pub fn quick() -> bool {
-    std::env::var("OPSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+/// How big a benchmark run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// The sizes and round counts the goals were set with.
+    Full,
+    /// Fewer rounds and smaller sizes, every scenario still run: what
+    /// `cargo xtask bench` uses so the whole run fits in ten minutes on two cores.
+    Quick,
+}
+
+impl Scale {
+    /// `Quick` when `OPSTORE_BENCH_QUICK` is set to anything but empty or `0`.
+    pub fn from_env() -> Scale {
+        match std::env::var("OPSTORE_BENCH_QUICK") {
+            Ok(v) if !v.is_empty() && v != "0" => Scale::Quick,
+            _ => Scale::Full,
+        }
+    }
+
+    /// `full` at full scale, `quick` otherwise.
+    pub fn pick<T>(self, full: T, quick: T) -> T {
+        match self {
+            Scale::Full => full,
+            Scale::Quick => quick,
+        }
+    }
 }
 
 /// The median of some samples (`NaN` when there are none).
