@@ -387,17 +387,53 @@ impl CollState {
     }
 
     /// Applies an update to a stored document; returns the new document and
-    /// whether it changed.
-    fn apply(&mut self, old: &Value, update: &Update, inserting: bool) -> Result<(Value, bool)> {
+    /// whether it changed. Uniqueness is left to the caller, which knows what
+    /// else the same write changes.
+    fn apply(&self, old: &Value, update: &Update, inserting: bool) -> Result<(Value, bool)> {
         let mut doc = old.clone();
-        let changed = eval::apply_update(&mut doc, update, inserting);
+        eval::apply_update(&mut doc, update, inserting);
         normalize_sets(self.schema, &mut doc, update);
         self.schema.check_document(&doc)?;
-        let key = self.key_of(&doc).to_owned();
-        if changed {
-            self.check_unique(&key, &doc, &[])?;
-        }
+        // Compared after the whole update, so a push a set absorbs is no change.
+        let changed = !eval::values_equal(old, &doc);
         Ok((doc, changed))
+    }
+
+    /// Fails with `Conflict` when the state after `writes` (new documents under
+    /// existing keys) would hold a unique value twice. Checked before anything
+    /// is written, so a conflicting batch writes nothing, and against the whole
+    /// post-state, so values the batch moves away from are free for it.
+    fn check_unique_writes(&self, writes: &[(Arc<str>, Value)]) -> Result<()> {
+        let written: HashSet<&str> = writes.iter().map(|(k, _)| &**k).collect();
+        for field in self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| f.is_unique() && f.path() != self.schema.key())
+        {
+            let mut batch = Index::new(field.path());
+            for (key, doc) in writes {
+                let Some(v) = get_path(doc, field.path()) else {
+                    continue;
+                };
+                let held_elsewhere = self
+                    .index(field.path())
+                    .and_then(|ix| ix.keys(v))
+                    .is_some_and(|keys| keys.iter().any(|k| !written.contains(&**k)));
+                let in_batch = batch.keys(v).is_some_and(|keys| !keys.is_empty());
+                if held_elsewhere || in_batch {
+                    return Err(StoreError::Conflict(format!(
+                        "`{}` already has a document with {} = {v} (updating `{key}`, \
+                         batch of {}, nothing written)",
+                        self.name(),
+                        field.path(),
+                        writes.len()
+                    )));
+                }
+                batch.add(v, key);
+            }
+        }
+        Ok(())
     }
 
     pub fn update_one(
@@ -417,8 +453,9 @@ impl CollState {
         if !changed {
             return Ok((doc, None));
         }
-        let arc = Arc::new(doc.clone());
         let key = self.shared_key(key);
+        self.check_unique(&key, &doc, &[])?;
+        let arc = Arc::new(doc.clone());
         self.put(Arc::clone(&key), Arc::clone(&arc));
         Ok((
             doc,
@@ -438,7 +475,8 @@ impl CollState {
     ) -> Result<(UpdateCount, Vec<Change>)> {
         self.purge_expired(now);
         let targets = self.matching(filter, now, true);
-        // Compute every new document first so a failure writes nothing.
+        // Compute every new document and check the post-state first, so a
+        // failure writes nothing.
         let mut writes = Vec::new();
         for old in &targets {
             let (doc, changed) = self.apply(old, update, false)?;
@@ -446,14 +484,19 @@ impl CollState {
                 writes.push((self.shared_key(self.key_of(old)), doc));
             }
         }
+        self.check_unique_writes(&writes)?;
         let counts = UpdateCount {
             matched: targets.len() as u64,
             modified: writes.len() as u64,
         };
+        Ok((counts, self.put_writes(writes)))
+    }
+
+    /// Stores checked new documents under existing keys.
+    fn put_writes(&mut self, writes: Vec<(Arc<str>, Value)>) -> Vec<Change> {
         let mut changes = Vec::with_capacity(writes.len());
         for (key, doc) in writes {
             let arc = Arc::new(doc);
-            self.check_unique(&key, &arc, &[])?;
             self.put(Arc::clone(&key), Arc::clone(&arc));
             changes.push(Change {
                 op: ChangeOp::Update,
@@ -461,7 +504,7 @@ impl CollState {
                 doc: Some(arc),
             });
         }
-        Ok((counts, changes))
+        changes
     }
 
     pub fn upsert(
@@ -592,15 +635,18 @@ impl CollState {
     ) -> Result<(Vec<Value>, Vec<Change>)> {
         self.purge_expired(now);
         let targets = self.find(query, now);
+        // Every claimed document is computed and checked before any is written.
         let mut out = Vec::with_capacity(targets.len());
-        let mut changes = Vec::new();
-        for old in targets {
-            let key = self.key_of(&old).to_owned();
-            let (doc, change) = self.update_one(&key, update, now)?;
+        let mut writes = Vec::new();
+        for old in &targets {
+            let (doc, changed) = self.apply(old, update, false)?;
+            if changed {
+                writes.push((self.shared_key(self.key_of(old)), doc.clone()));
+            }
             out.push(doc);
-            changes.extend(change);
         }
-        Ok((out, changes))
+        self.check_unique_writes(&writes)?;
+        Ok((out, self.put_writes(writes)))
     }
 }
 

@@ -132,6 +132,10 @@ macro_rules! __all_cases {
         $crate::__conformance_test!($h, update::push_appends_to_list);
         $crate::__conformance_test!($h, update::push_onto_absent_field_creates_list);
         $crate::__conformance_test!($h, update::push_onto_set_ignores_present_value);
+        $crate::__conformance_test!(
+            $h,
+            update::push_of_present_set_element_is_not_a_modification
+        );
         $crate::__conformance_test!($h, update::several_operators_apply_together);
         $crate::__conformance_test!($h, update::set_on_insert_ignored_on_update);
         $crate::__conformance_test!($h, update::upsert_inserts_missing_document);
@@ -194,6 +198,7 @@ macro_rules! __all_cases {
         $crate::__conformance_test!($h, unique::absent_unique_fields_do_not_collide);
         $crate::__conformance_test!($h, unique::update_to_duplicate_unique_field_is_conflict);
         $crate::__conformance_test!($h, unique::replace_with_duplicate_unique_field_is_conflict);
+        $crate::__conformance_test!($h, unique::update_many_onto_one_unique_value_writes_nothing);
         $crate::__conformance_test!($h, unique::rewriting_own_unique_value_is_not_conflict);
         $crate::__conformance_test!($h, unique::unique_value_is_free_after_delete);
         $crate::__conformance_test!($h, unique::unique_value_is_free_after_change);

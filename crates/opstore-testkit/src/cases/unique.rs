@@ -83,6 +83,26 @@ pub async fn replace_with_duplicate_unique_field_is_conflict(h: &impl Harness) {
     assert_eq!(repo.get("b").await.unwrap().unwrap().count, 0);
 }
 
+/// `update_many` giving several documents one unique value is `Conflict` and
+/// writes none of them, not even the other fields of the update.
+pub async fn update_many_onto_one_unique_value_writes_nothing(h: &impl Harness) {
+    let store = h.store().await;
+    let repo = store.repository::<Item>().unwrap();
+    for k in ["a", "b", "c"] {
+        repo.insert(&item(k).build()).await.unwrap();
+    }
+    let err = repo
+        .update_many(
+            &Filter::all(),
+            &Update::new().set("sku", "S-1").set("note", "x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert_eq!(repo.count(&Filter::exists("sku")).await.unwrap(), 0);
+    assert_eq!(repo.count(&Filter::exists("note")).await.unwrap(), 0);
+}
+
 /// A document may keep its own unique value when it is updated or replaced.
 pub async fn rewriting_own_unique_value_is_not_conflict(h: &impl Harness) {
     let store = h.store().await;

@@ -203,6 +203,19 @@ pub async fn push_onto_set_ignores_present_value(h: &impl Harness) {
     assert_eq!(roles, ["dev", "ops"]);
 }
 
+/// A `push` a set absorbs leaves the document as it was: matched, not modified.
+pub async fn push_of_present_set_element_is_not_a_modification(h: &impl Harness) {
+    let (_s, repo) = repo_with(h, &[item("a").roles(&["ops", "dev"]).build()]).await;
+    let n = repo
+        .update_many(&Filter::all(), &Update::new().push("roles", "ops"))
+        .await
+        .unwrap();
+    assert_eq!((n.matched, n.modified), (1, 0));
+    let mut roles = repo.get("a").await.unwrap().unwrap().roles;
+    roles.sort();
+    assert_eq!(roles, ["dev", "ops"]);
+}
+
 /// Several operators in one update all apply.
 pub async fn several_operators_apply_together(h: &impl Harness) {
     let (_s, repo) = repo_with(h, &[item("a").count(1).note("n").build()]).await;
