@@ -17,6 +17,8 @@
 //! # let _ = store; Ok(()) }
 //! ```
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod codegen;
 mod collection;
 pub mod config;

@@ -11,6 +11,8 @@
 //! Every module talks to the driver through the [`CqlSession`] seam.
 
 pub mod breaker;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod codegen;
 pub mod collection;
 pub mod config;
