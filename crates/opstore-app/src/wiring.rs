@@ -103,13 +103,33 @@ fn database_in_path(url: &str) -> Option<String> {
 
 #[cfg(feature = "scylla")]
 async fn scylla(config: &StoreConfig) -> Result<Arc<dyn Store>> {
-    if config.tls != crate::config::TlsFiles::default() {
-        return Err(StoreError::Unsupported(
-            "TLS is not available for the scylla backend yet: connect over a trusted network or a TLS-terminating proxy"
-                .into(),
-        ));
-    }
     let mut scylla = opstore_scylla::ScyllaConfig::from_url(config.url.expose())?;
+    // Files from the configuration override those named in the URL; the URL's
+    // server-name options stay in force.
+    if config.tls != crate::config::TlsFiles::default() {
+        let mut tls = match (&config.tls.ca_file, scylla.tls.take()) {
+            (Some(ca), tls) => tls.map_or_else(
+                || opstore_scylla::config::ScyllaTls::new(ca),
+                |tls| opstore_scylla::config::ScyllaTls {
+                    ca_file: ca.clone(),
+                    ..tls
+                },
+            ),
+            (None, Some(tls)) => tls,
+            (None, None) => {
+                return Err(StoreError::Validation(
+                    "scylla TLS needs a CA file (OPSTORE_TLS_CA_FILE or tls_ca_file in the URL) to verify the nodes".into(),
+                ));
+            }
+        };
+        if let Some(cert) = &config.tls.cert_file {
+            tls.cert_file = Some(cert.clone());
+        }
+        if let Some(key) = &config.tls.key_file {
+            tls.key_file = Some(key.clone());
+        }
+        scylla.tls = Some(tls);
+    }
     if let Some(keyspace) = &config.database {
         scylla.keyspace = keyspace.clone();
     }

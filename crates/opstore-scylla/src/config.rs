@@ -1,6 +1,7 @@
 //! Connection and behaviour configuration, from code or a `scylla://` URL.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use opstore_domain::{Result, StoreError};
@@ -102,6 +103,98 @@ pub struct FeedConfig {
     pub poll_interval: Duration,
     /// Changes younger than this are not read yet, so writes still in flight
     /// (coordinator clock skew, slow replicas) land before the window passes them.
+/// TLS on every connection to the cluster (rustls).
+///
+/// The driver connects to each node by its IP address, so by default a node's
+/// certificate must name that address; [`ScyllaTls::server_name`] checks one
+/// shared name instead. Only paths are kept here: the key file is read when the
+/// session is built and never printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScyllaTls {
+    /// PEM file of the CA certificates that sign the nodes' certificates.
+    pub ca_file: PathBuf,
+    /// PEM certificate chain presented to the nodes (mutual TLS), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Whether a node's certificate must name the node (on by default). Off still
+    /// checks the chain up to `ca_file`.
+    pub verify_server_name: bool,
+    /// The name every node's certificate must carry, instead of the node's address.
+    pub server_name: Option<String>,
+}
+
+impl ScyllaTls {
+    /// TLS verified against the CA in `ca_file`, without a client certificate.
+    pub fn new(ca_file: impl Into<PathBuf>) -> Self {
+        ScyllaTls {
+            ca_file: ca_file.into(),
+            cert_file: None,
+            key_file: None,
+            verify_server_name: true,
+            server_name: None,
+        }
+    }
+
+    /// Checks the settings and that every file is readable PEM of the right kind;
+    /// the message names the URL option and the path.
+    pub fn validate(&self) -> Result<()> {
+        crate::session::tls_client_config(self).map(drop)
+    }
+}
+
+/// TLS options as they arrive from a URL, in any order.
+#[derive(Default)]
+struct TlsOptions {
+    enabled: Option<bool>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    verify_server_name: Option<bool>,
+    server_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// The first file or verification option given, for messages.
+    fn first_set(&self) -> Option<&'static str> {
+        [
+            ("tls_ca_file", self.ca_file.is_some()),
+            ("tls_cert_file", self.cert_file.is_some()),
+            ("tls_key_file", self.key_file.is_some()),
+            ("tls_verify_hostname", self.verify_server_name.is_some()),
+            ("tls_server_name", self.server_name.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
+
+    fn finish(self) -> std::result::Result<Option<ScyllaTls>, String> {
+        let wanted = match (self.enabled, self.first_set()) {
+            (Some(false), Some(option)) => {
+                return Err(format!("`tls=false` contradicts `{option}`"));
+            }
+            (Some(enabled), _) => enabled,
+            (None, first) => first.is_some(),
+        };
+        if !wanted {
+            return Ok(None);
+        }
+        let Some(ca_file) = self.ca_file else {
+            return Err(
+                "TLS needs `tls_ca_file`: the PEM file of the CA that signs the nodes' certificates"
+                    .into(),
+            );
+        };
+        Ok(Some(ScyllaTls {
+            ca_file,
+            cert_file: self.cert_file,
+            key_file: self.key_file,
+            verify_server_name: self.verify_server_name.unwrap_or(true),
+            server_name: self.server_name,
+        }))
+    }
+}
+
     pub confidence_window: Duration,
     /// CDC log retention (the log tables' TTL); older tokens are expired.
     pub retention: Duration,
@@ -115,6 +208,8 @@ pub struct FeedConfig {
 #[derive(Clone, PartialEq)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port`.
+    /// TLS to every node; `None` is plain TCP.
+    pub tls: Option<ScyllaTls>,
     pub hosts: Vec<String>,
     /// Keyspace holding every table.
     pub keyspace: String,
@@ -162,6 +257,7 @@ impl fmt::Debug for ScyllaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScyllaConfig")
             .field("hosts", &self.hosts)
+            .field("tls", &self.tls)
             .field("keyspace", &self.keyspace)
             .field(
                 "credentials",
@@ -184,6 +280,7 @@ fn invalid<T>(message: impl Into<String>) -> Result<T> {
 
 impl ScyllaConfig {
     /// A configuration for `hosts` and `keyspace` with the default settings.
+            tls: None,
     pub fn new(hosts: &[&str], keyspace: &str) -> Self {
         ScyllaConfig {
             hosts: hosts.iter().map(|h| with_port(h)).collect(),
@@ -221,7 +318,10 @@ impl ScyllaConfig {
     /// Options: `consistency`, `serial_consistency`, `timeout` and
     /// `connect_timeout` (`500ms`, `30s`), `retries`, `protocol_version`,
     /// `health_check_interval`, `replication_factor`, `scan` (`strict` or
-    /// `bounded:N`), `tablets` (`off`, `on`, `default`). Errors never repeat the password.
+    /// `bounded:N`), `tablets` (`off`, `on`, `default`), and TLS: `tls`
+    /// (`true`/`false`), `tls_ca_file`, `tls_cert_file`, `tls_key_file`,
+    /// `tls_server_name`, `tls_verify_hostname` (`true` by default); any TLS file
+    /// option turns TLS on. Errors never repeat the password.
     pub fn from_url(url: &str) -> Result<Self> {
         let shown = redact_url(url);
         let Some(rest) = url.strip_prefix("scylla://") else {
@@ -254,22 +354,31 @@ impl ScyllaConfig {
         let mut config = ScyllaConfig::new(&host_list, &percent_decode(keyspace));
         if let Some(info) = userinfo {
             let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+        let mut tls = TlsOptions::default();
             config.credentials = Some(Credentials {
                 username: percent_decode(user),
                 password: Secret::new(percent_decode(pass)),
             });
         }
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        config.tls = tls
+            .finish()
+            .map_err(|m| StoreError::Validation(format!("`{shown}`: {m}")))?;
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             config
-                .apply_option(k, v)
+                .apply_option(k, &percent_decode(v), &mut tls)
                 .map_err(|m| StoreError::Validation(format!("`{shown}`: {m}")))?;
         }
         config.validate()?;
         Ok(config)
     }
 
-    fn apply_option(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
+    fn apply_option(
+        &mut self,
+        key: &str,
+        value: &str,
+        tls: &mut TlsOptions,
+    ) -> std::result::Result<(), String> {
         let consistency = |v: &str| {
             Consistency::parse(v).ok_or_else(|| format!("unknown consistency level `{v}`"))
         };
@@ -299,6 +408,17 @@ impl ScyllaConfig {
                 self.scan_policy = match value.split_once(':') {
                     None if value == "strict" => ScanPolicy::Strict,
                     Some(("bounded", n)) => ScanPolicy::Bounded {
+            "tls" => tls.enabled = Some(parse_bool(key, value)?),
+            "tls_ca_file" => tls.ca_file = Some(parse_path(key, value)?),
+            "tls_cert_file" => tls.cert_file = Some(parse_path(key, value)?),
+            "tls_key_file" => tls.key_file = Some(parse_path(key, value)?),
+            "tls_verify_hostname" => tls.verify_server_name = Some(parse_bool(key, value)?),
+            "tls_server_name" => {
+                if value.is_empty() {
+                    return Err("option `tls_server_name` needs a host name".into());
+                }
+                tls.server_name = Some(value.to_owned());
+            }
                         max_rows: parse_num("scan", n)?,
                     },
                     _ => return Err(format!("scan must be strict or bounded:N, not `{value}`")),
@@ -356,6 +476,9 @@ impl ScyllaConfig {
             return invalid("scylla config: write_concurrency must be 1..=4096");
         }
         if self.breaker.failure_threshold == 0 {
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
             return invalid("scylla config: breaker.failure_threshold must be at least 1");
         }
         if let ScanPolicy::Bounded { max_rows: 0 } = self.scan_policy {
@@ -442,6 +565,23 @@ fn check_host(host: &str) -> std::result::Result<(), String> {
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> std::result::Result<T, String> {
+fn parse_bool(key: &str, value: &str) -> std::result::Result<bool, String> {
+    match value {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err(format!(
+            "option `{key}` must be true or false, not `{value}`"
+        )),
+    }
+}
+
+fn parse_path(key: &str, value: &str) -> std::result::Result<PathBuf, String> {
+    if value.is_empty() || value.contains('\0') {
+        return Err(format!("option `{key}` needs a file path"));
+    }
+    Ok(PathBuf::from(value))
+}
+
     value
         .parse()
         .map_err(|_| format!("option `{key}` needs a number, got `{value}`"))
@@ -565,6 +705,162 @@ mod tests {
     #[test]
     fn protocol_versions_other_than_4_are_rejected() {
         for v in ["3", "5", "65"] {
+    fn fixture(name: &str) -> String {
+        format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn tls_is_off_unless_asked_for() {
+        assert_eq!(ScyllaConfig::from_url("scylla://h/ks").unwrap().tls, None);
+        assert_eq!(
+            ScyllaConfig::from_url("scylla://h/ks?tls=false")
+                .unwrap()
+                .tls,
+            None
+        );
+    }
+
+    #[test]
+    fn tls_options_parse_with_server_name_verification_on_by_default() {
+        let ca = fixture("ca.pem");
+        let c =
+            ScyllaConfig::from_url(&format!("scylla://h/ks?tls=true&tls_ca_file={ca}")).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls, ScyllaTls::new(&ca));
+        assert!(tls.verify_server_name);
+
+        // A file option alone turns TLS on; values are percent-decoded.
+        let (cert, key) = (fixture("client.pem"), fixture("client.key"));
+        let c = ScyllaConfig::from_url(&format!(
+            "scylla://h/ks?tls_cert_file={cert}&tls_key_file={key}&tls_ca_file={}&tls_server_name=db.example.com",
+            ca.replace('/', "%2F")
+        ))
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.ca_file, PathBuf::from(&ca));
+        assert_eq!(tls.cert_file, Some(PathBuf::from(&cert)));
+        assert_eq!(tls.key_file, Some(PathBuf::from(&key)));
+        assert_eq!(tls.server_name.as_deref(), Some("db.example.com"));
+        assert!(tls.verify_server_name);
+
+        let c = ScyllaConfig::from_url(&format!(
+            "scylla://h/ks?tls_ca_file={ca}&tls_verify_hostname=false"
+        ))
+        .unwrap();
+        assert!(!c.tls.unwrap().verify_server_name);
+    }
+
+    #[test]
+    fn bad_tls_options_are_validation_errors_naming_the_option() {
+        let ca = fixture("ca.pem");
+        let cert = fixture("client.pem");
+        let key = fixture("client.key");
+        let missing = fixture("missing.pem");
+        for (query, needle) in [
+            ("tls=maybe".to_owned(), "option `tls` must be true or false"),
+            ("tls=true".to_owned(), "TLS needs `tls_ca_file`"),
+            (
+                format!("tls_cert_file={cert}&tls_key_file={key}"),
+                "TLS needs `tls_ca_file`",
+            ),
+            (
+                format!("tls=false&tls_ca_file={ca}"),
+                "`tls=false` contradicts `tls_ca_file`",
+            ),
+            (
+                "tls_ca_file=".to_owned(),
+                "option `tls_ca_file` needs a file path",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_verify_hostname=yes"),
+                "option `tls_verify_hostname` must be true or false",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_server_name="),
+                "option `tls_server_name` needs a host name",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_server_name=bad%20name"),
+                "tls_server_name \"bad name\" is not a DNS name",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_server_name=db&tls_verify_hostname=false"),
+                "tls_server_name has no effect",
+            ),
+            (format!("tls_ca_file={missing}"), "tls_ca_file `"),
+            (format!("tls_ca_file={key}"), "holds no PEM certificate"),
+            (
+                format!("tls_ca_file={ca}&tls_cert_file={cert}"),
+                "tls_cert_file needs tls_key_file",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_key_file={key}"),
+                "tls_key_file needs tls_cert_file",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_cert_file={missing}&tls_key_file={key}"),
+                "tls_cert_file `",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_cert_file={cert}&tls_key_file={missing}"),
+                "tls_key_file `",
+            ),
+            (
+                format!("tls_ca_file={ca}&tls_cert_file={cert}&tls_key_file={ca}"),
+                "holds no PEM private key",
+            ),
+        ] {
+            let url = format!("scylla://admin:hunter2@h/ks?{query}");
+            let err = ScyllaConfig::from_url(&url).unwrap_err();
+            assert!(err.is_validation(), "{query}: {err}");
+            assert!(err.to_string().contains(needle), "{query}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{query}: {err}");
+        }
+        // A missing file is named with its path and the reason.
+        let err =
+            ScyllaConfig::from_url(&format!("scylla://h/ks?tls_ca_file={missing}")).unwrap_err();
+        assert!(err.to_string().contains(&missing), "{err}");
+    }
+
+    #[test]
+    fn tls_set_in_code_is_checked_by_validate() {
+        let mut c = ScyllaConfig::new(&["h"], "ks");
+        c.tls = Some(ScyllaTls::new(fixture("nowhere/ca.pem")));
+        let err = c.validate().unwrap_err();
+        assert!(err.is_validation(), "{err}");
+        assert!(err.to_string().contains("tls_ca_file"), "{err}");
+        let mut tls = ScyllaTls::new(fixture("ca.pem"));
+        tls.cert_file = Some(fixture("client.pem").into());
+        tls.key_file = Some(fixture("client.key").into());
+        c.tls = Some(tls);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_debug_and_errors_show_paths_but_no_key_material() {
+        let key_text = std::fs::read_to_string(fixture("client.key")).unwrap();
+        let key_body = key_text.lines().nth(1).unwrap();
+        let url = format!(
+            "scylla://admin:hunter2@h/ks?tls_ca_file={}&tls_cert_file={}&tls_key_file={}",
+            fixture("ca.pem"),
+            fixture("client.pem"),
+            fixture("client.key")
+        );
+        let c = ScyllaConfig::from_url(&url).unwrap();
+        let debug = format!("{c:?}");
+        assert!(debug.contains("client.key"), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains(key_body),
+            "{debug}"
+        );
+        // A key given where the certificate belongs is refused without echoing it.
+        let url = url.replace("client.pem", "client.key");
+        let err = ScyllaConfig::from_url(&url).unwrap_err();
+        assert!(err.is_validation(), "{err}");
+        assert!(!err.to_string().contains(key_body), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
             let err =
                 ScyllaConfig::from_url(&format!("scylla://h/ks?protocol_version={v}")).unwrap_err();
             assert!(err.to_string().contains("protocol version"), "{err}");

@@ -25,7 +25,16 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlTimeuuid, MaybeUnset};
 
-use crate::config::ScyllaConfig;
+use opstore_domain::StoreError;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+use crate::config::{ScyllaConfig, ScyllaTls};
 use crate::value::{BatchKind, Consistency, CqlValue, Row, Statement};
 
 /// A failure reported by the driver or the server, classified for mapping to
@@ -184,6 +193,12 @@ impl DriverSession {
         if let Some(creds) = &config.credentials {
             builder = builder.user(creds.username.clone(), creds.password.expose());
         }
+        if let Some(tls) = &config.tls {
+            // The store validated these files already; a failure here means they
+            // changed in between.
+            let client = tls_client_config(tls).map_err(|e| DriverError::Other(e.to_string()))?;
+            builder = builder.tls_context(Some(Arc::new(client)));
+        }
         let session = tokio::time::timeout(config.connect_timeout * 2, builder.build())
             .await
             .map_err(|_| {
@@ -230,6 +245,167 @@ impl DriverSession {
         prepared.set_is_idempotent(stmt.idempotent);
         prepared.set_page_size(stmt.page_size);
         Ok(prepared)
+    }
+}
+
+fn tls_error(option: &str, path: &std::path::Path, detail: impl fmt::Display) -> StoreError {
+    StoreError::Validation(format!(
+        "scylla config: {option} `{}`: {detail}",
+        path.display()
+    ))
+}
+
+/// Builds the rustls client configuration of `tls`, reading its PEM files. Errors
+/// are `Validation` naming the URL option and the path, never file contents.
+pub(crate) fn tls_client_config(tls: &ScyllaTls) -> Result<ClientConfig, StoreError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(&tls.ca_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_error("tls_ca_file", &tls.ca_file, e))?;
+    if cas.is_empty() {
+        return Err(tls_error(
+            "tls_ca_file",
+            &tls.ca_file,
+            "holds no PEM certificate",
+        ));
+    }
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| tls_error("tls_ca_file", &tls.ca_file, e))?;
+    }
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| tls_error("tls_ca_file", &tls.ca_file, e))?;
+    let name = match (&tls.server_name, tls.verify_server_name) {
+        (Some(_), false) => {
+            return Err(StoreError::Validation(
+                "scylla config: tls_server_name has no effect with tls_verify_hostname=false"
+                    .into(),
+            ));
+        }
+        (Some(name), true) => {
+            NameCheck::Fixed(ServerName::try_from(name.clone()).map_err(|_| {
+                StoreError::Validation(format!(
+                    "scylla config: tls_server_name {name:?} is not a DNS name or IP address"
+                ))
+            })?)
+        }
+        (None, true) => NameCheck::NodeAddress,
+        (None, false) => NameCheck::Off,
+    };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Validation(format!("scylla config: TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NodeVerifier {
+            inner: webpki,
+            name,
+        }));
+    match (&tls.cert_file, &tls.key_file) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(_), None) => Err(StoreError::Validation(
+            "scylla config: tls_cert_file needs tls_key_file (the certificate's private key)"
+                .into(),
+        )),
+        (None, Some(_)) => Err(StoreError::Validation(
+            "scylla config: tls_key_file needs tls_cert_file (the client certificate)".into(),
+        )),
+        (Some(cert_file), Some(key_file)) => {
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| tls_error("tls_cert_file", cert_file, e))?;
+            if chain.is_empty() {
+                return Err(tls_error(
+                    "tls_cert_file",
+                    cert_file,
+                    "holds no PEM certificate",
+                ));
+            }
+            // The parser's message never includes key material.
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| match e {
+                rustls::pki_types::pem::Error::NoItemsFound => {
+                    tls_error("tls_key_file", key_file, "holds no PEM private key")
+                }
+                other => tls_error("tls_key_file", key_file, other),
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| tls_error("tls_key_file", key_file, e))
+        }
+    }
+}
+
+/// Which name a node's certificate must carry.
+#[derive(Debug)]
+enum NameCheck {
+    /// The address the driver connected to.
+    NodeAddress,
+    /// One name shared by every node.
+    Fixed(ServerName<'static>),
+    /// Any name; the chain is still verified.
+    Off,
+}
+
+/// The WebPKI verifier with the name check chosen by configuration.
+#[derive(Debug)]
+struct NodeVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    name: NameCheck,
+}
+
+impl ServerCertVerifier for NodeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = match &self.name {
+            NameCheck::Fixed(name) => name,
+            NameCheck::NodeAddress | NameCheck::Off => server_name,
+        };
+        let verdict =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now);
+        match (&self.name, verdict) {
+            // WebPKI checks the name only after the chain, so this error means the
+            // chain itself was trusted.
+            (
+                NameCheck::Off,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )),
+            ) => Ok(ServerCertVerified::assertion()),
+            (_, verdict) => verdict,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
