@@ -13,7 +13,8 @@
 //!   of 100 prefetched, acknowledgements in batches of up to 100).
 //!
 //! Each run gets fresh tables in its own schema. `OPSTORE_BENCH_BACKLOGS`
-//! overrides the backlogs (comma-separated).
+//! overrides the backlogs (comma-separated). Each ratio is printed for people
+//! and as a `BENCH` line.
 //!
 //! ```text
 //! OPSTORE_POSTGRES_URL=postgres://... cargo bench -p opstore-app --features postgres --bench jobs
@@ -68,6 +69,7 @@ mod pg {
         Entity, Field, FieldType, Filter, Repository, Schema, Store, StoreExt, Timestamp, Update,
     };
     use opstore_postgres::{PgConfig, PgStore};
+    use opstore_testkit::bench::{Better, Figure, Goal};
     use serde::{Deserialize, Serialize};
     use sqlx::postgres::{PgPool, PgPoolOptions};
     use tokio_util::sync::CancellationToken;
@@ -144,12 +146,35 @@ mod pg {
             report(backlog, "opstore batch 50", ours_batch);
             let worker = ours_worker(url, backlog).await?;
             report(backlog, "opstore worker", worker);
-            println!(
-                "jobs/postgres/{backlog}/ratios: worker/apalis {:.2}x (goal >= 2), single/hand-written single {:.2}x (goal >= 0.9), batch 50/hand-written batch 50 {:.2}x (goal >= 0.9)",
-                worker / apalis,
-                ours_single / hw_single,
-                ours_batch / hw_batch
-            );
+            let figure = |scenario: &str, ours: f64, baseline: &str, theirs: f64, bound: f64| {
+                Figure::new(
+                    "jobs",
+                    &format!("{scenario}, backlog {backlog}"),
+                    "jobs/s",
+                    ours,
+                    baseline,
+                    theirs,
+                )
+                .goal(Goal::ratio(Better::Higher, bound))
+                .detail(format!("no-op jobs, concurrency {CONCURRENCY}, PostgreSQL"))
+            };
+            opstore_testkit::bench::report(&[
+                figure("opstore worker", worker, "apalis-postgres", apalis, 2.0),
+                figure(
+                    "opstore claim 1",
+                    ours_single,
+                    "hand-written SKIP LOCKED claim 1",
+                    hw_single,
+                    0.9,
+                ),
+                figure(
+                    "opstore claim 50",
+                    ours_batch,
+                    "hand-written SKIP LOCKED claim 50",
+                    hw_batch,
+                    0.9,
+                ),
+            ]);
         }
         admin.close().await;
         Ok(())

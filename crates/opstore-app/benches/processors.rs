@@ -4,8 +4,10 @@
 //!
 //! Each run preloads a backlog of changes, then measures how long a processor
 //! takes from start until its handler has seen all of them (checkpoint every
-//! 1,000 events or second). `OPSTORE_BENCH_EVENTS` sets the backlog (default
-//! 20,000).
+//! 1,000 events or second). The baseline is the same backlog read straight
+//! from the change feed, with no processor. `OPSTORE_BENCH_EVENTS` sets the
+//! backlog (default 20,000; 5,000 with `OPSTORE_BENCH_QUICK=1`). Each figure is
+//! printed for people and as a `BENCH` line.
 //!
 //! ```text
 //! cargo bench -p opstore-app --bench processors
@@ -30,6 +32,7 @@ use opstore_domain::entities::dead_letter::DeadLetter;
 use opstore_domain::{
     ChangeEvent, Entity, Filter, Repository, StartAt, Store, StoreExt, WatchRequest,
 };
+use opstore_testkit::bench::{Figure, Scale, report};
 use opstore_testkit::fixtures::{Item, item};
 use tokio::sync::Notify;
 
@@ -39,7 +42,7 @@ fn main() {
     let events = std::env::var("OPSTORE_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000u64);
+        .unwrap_or(Scale::from_env().pick(20_000u64, 5_000));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,13 +94,27 @@ async fn bench_backend(backend: &str, url: &str, events: u64) -> BenchResult<()>
         store.checkpoints().save(name, &marker.token).await?;
     }
     preload(&*store, &run, events).await?;
+    let feed = feed_rate(&*store, &marker, events).await?;
+    let figure = |scenario: &str, rate: f64| {
+        Figure::new(
+            "processors",
+            &format!("{backend}: {scenario}"),
+            "events/s",
+            rate,
+            "change feed read directly",
+            feed,
+        )
+        .detail(format!(
+            "{events} events, no-op handler, checkpoint every 1,000"
+        ))
+    };
 
     let rate = measure(events, |handler| {
         let ports = ProcessorPorts::from_store(&*store)?;
         Ok(EventProcessor::new(config_for(&sequential), ports, handler).spawn())
     })
     .await?;
-    println!("processors/{backend}/event_processor: {events} events, {rate:.0} events/s");
+    report(&[figure("EventProcessor", rate)]);
 
     let rate = measure(events, |handler| {
         let ports = ProcessorPorts::from_store(&*store)?;
@@ -109,9 +126,7 @@ async fn bench_backend(backend: &str, url: &str, events: u64) -> BenchResult<()>
         Ok(QueueEventProcessor::new(config_for(&queued), queue, ports, handler).spawn())
     })
     .await?;
-    println!(
-        "processors/{backend}/queue_event_processor(8 workers): {events} events, {rate:.0} events/s"
-    );
+    report(&[figure("QueueEventProcessor (8 workers)", rate)]);
 
     let items = store.repository::<Item>()?;
     items.delete_many(&Filter::eq("name", run.as_str())).await?;
@@ -149,6 +164,26 @@ async fn position_marker(store: &dyn Store, run: &str) -> BenchResult<ChangeEven
         Some(event) => Ok(event?),
         None => Err("change stream ended before the marker arrived".into()),
     }
+}
+
+/// Events/s of reading the backlog after `marker` straight from the change feed.
+async fn feed_rate(store: &dyn Store, marker: &ChangeEvent, events: u64) -> BenchResult<f64> {
+    let started = Instant::now();
+    let mut stream = store
+        .change_feed()
+        .watch(WatchRequest {
+            schema: Item::schema(),
+            start: StartAt::After(marker.token.clone()),
+            filter: None,
+        })
+        .await?;
+    for _ in 0..events {
+        match stream.next().await {
+            Some(event) => drop(event?),
+            None => return Err("change stream ended before the backlog was read".into()),
+        }
+    }
+    Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn preload(store: &dyn Store, run: &str, events: u64) -> BenchResult<()> {
