@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use opstore_domain::redact::redact_url;
 use opstore_domain::{Result, StoreError};
 
 /// Which backend a URL selects.
@@ -69,7 +70,7 @@ impl StoreUrl {
         {
             return Err(StoreError::Validation(format!(
                 "store URL {} names no host",
-                redact(raw)
+                redact_url(raw)
             )));
         }
         Ok(StoreUrl {
@@ -90,7 +91,7 @@ impl StoreUrl {
 
     /// The URL with any password replaced by `***`.
     pub fn redacted(&self) -> String {
-        redact(&self.raw)
+        redact_url(&self.raw)
     }
 }
 
@@ -104,43 +105,6 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
-}
-
-/// Replaces the password of `scheme://user:password@host` and any
-/// `password=` / `pass=` / `pwd=` query value with `***`.
-pub fn redact(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let auth_start = scheme_end + 3;
-        let auth_end = out[auth_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| auth_start + i);
-        if let Some(at) = out[auth_start..auth_end].rfind('@') {
-            let userinfo = &out[auth_start..auth_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (base, query) = out.split_at(q + 1);
-        let query: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _))
-                    if matches!(
-                        k.to_ascii_lowercase().as_str(),
-                        "password" | "pass" | "pwd" | "sslpassword"
-                    ) =>
-                {
-                    format!("{k}=***")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out = format!("{base}{}", query.join("&"));
-    }
-    out
 }
 
 /// TLS files for backends that take them (PEM).

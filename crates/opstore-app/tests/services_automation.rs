@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opstore_app::services::automation::{AutomationService, NoRawQuery};
-use opstore_app::services::circuit_breaker::{BreakerConfig, BreakerState};
+use opstore_domain::breaker::{BreakerConfig, BreakerState};
 use opstore_domain::entities::automation::{Keeper, User};
 use opstore_domain::{ManualClock, Store, Update, Value, json};
 use services_support::t0;

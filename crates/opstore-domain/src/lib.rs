@@ -13,12 +13,14 @@
 //! # }
 //! ```
 
+pub mod breaker;
 pub mod check;
 pub mod entities;
 pub mod error;
 pub mod eval;
 pub mod ports;
 pub mod query;
+pub mod redact;
 pub mod schema;
 pub mod time;
 

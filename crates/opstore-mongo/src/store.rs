@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
+use opstore_domain::redact::redact_url;
 use opstore_domain::{
     Capabilities, ChangeFeed, CheckpointStore, Collection, HealthReport, IdempotencyStore,
     LockManager, MigrationReport, Result, Schema, Store, StoreError, Timestamp, TxOptions, TxWork,
@@ -15,7 +16,7 @@ use opstore_domain::{
 
 use crate::codegen::{IndexSpec, index_specs};
 use crate::collection::MongoCollection;
-use crate::config::{ExpiryClock, MongoConfig, redact_url};
+use crate::config::{ExpiryClock, MongoConfig};
 use crate::error;
 use crate::feed::MongoFeed;
 use crate::idempotency::{CHECKPOINTS, IDEMPOTENCY, MongoCheckpoints, MongoIdempotency};

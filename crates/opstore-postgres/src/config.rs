@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use opstore_domain::redact::redact_url;
 use opstore_domain::{Result, StoreError};
 
 /// Largest document accepted, in bytes of its JSON text. Checked before anything
@@ -74,7 +75,8 @@ impl PgConfig {
         Ok(())
     }
 
-    /// The URL with the password replaced by `***`.
+    /// The URL with every password replaced by `***` (see
+    /// [`opstore_domain::redact::redact_url`]).
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
@@ -108,35 +110,6 @@ pub(crate) fn check_schema_name(name: &str) -> Result<()> {
     Err(StoreError::Validation(format!(
         "schema name {name:?} must be 1-48 lower-case ASCII letters, digits or `_`, not starting with a digit"
     )))
-}
-
-/// Replaces the password of a URL (and a `password=` query parameter) with `***`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let auth_start = scheme_end + 3;
-        let auth_end = out[auth_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| auth_start + i);
-        if let Some(at) = out[auth_start..auth_end].rfind('@') {
-            let userinfo = &out[auth_start..auth_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
-        let redacted: Vec<String> = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => kv.to_owned(),
-            })
-            .collect();
-        out = format!("{head}{}", redacted.join("&"));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -33,5 +33,5 @@ mod lease;
 mod translate;
 mod tx;
 
-pub use config::{MAX_DOCUMENT_BYTES, PgConfig, redact_url};
+pub use config::{MAX_DOCUMENT_BYTES, PgConfig};
 pub use store::PgStore;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use opstore_domain::redact::redact_url;
 use opstore_domain::{Result, StoreError};
 
 use crate::value::Consistency;
@@ -87,14 +88,8 @@ pub enum ScanPolicy {
     },
 }
 
-/// Circuit breaker of the health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerConfig {
-    /// Consecutive failed probes that open the circuit.
-    pub failure_threshold: u32,
-    /// How long an open circuit refuses probes before letting one through.
-    pub cool_down: Duration,
-}
+/// Circuit breaker of the health check (the domain's breaker settings).
+pub use opstore_domain::breaker::BreakerConfig;
 
 /// Change-feed polling of the CDC log tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +98,11 @@ pub struct FeedConfig {
     pub poll_interval: Duration,
     /// Changes younger than this are not read yet, so writes still in flight
     /// (coordinator clock skew, slow replicas) land before the window passes them.
+    pub confidence_window: Duration,
+    /// CDC log retention (the log tables' TTL); older tokens are expired.
+    pub retention: Duration,
+}
+
 /// TLS on every connection to the cluster (rustls).
 ///
 /// The driver connects to each node by its IP address, so by default a node's
@@ -195,11 +195,6 @@ impl TlsOptions {
     }
 }
 
-    pub confidence_window: Duration,
-    /// CDC log retention (the log tables' TTL); older tokens are expired.
-    pub retention: Duration,
-}
-
 /// Configuration of a [`ScyllaStore`](crate::ScyllaStore).
 ///
 /// No `Default`: hosts and keyspace are decisions. [`ScyllaConfig::new`] fills the
@@ -208,13 +203,13 @@ impl TlsOptions {
 #[derive(Clone, PartialEq)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port`.
-    /// TLS to every node; `None` is plain TCP.
-    pub tls: Option<ScyllaTls>,
     pub hosts: Vec<String>,
     /// Keyspace holding every table.
     pub keyspace: String,
     /// Optional password authentication.
     pub credentials: Option<Credentials>,
+    /// TLS to every node; `None` is plain TCP.
+    pub tls: Option<ScyllaTls>,
     /// Replication of the keyspace created by `migrate`.
     pub replication: Replication,
     /// `Some(false)` adds `tablets = {'enabled': false}` to the keyspace (CDC needs
@@ -257,12 +252,12 @@ impl fmt::Debug for ScyllaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScyllaConfig")
             .field("hosts", &self.hosts)
-            .field("tls", &self.tls)
             .field("keyspace", &self.keyspace)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|c| &c.username),
             )
+            .field("tls", &self.tls)
             .field("replication", &self.replication)
             .field("consistency", &self.consistency)
             .field("serial_consistency", &self.serial_consistency)
@@ -280,12 +275,12 @@ fn invalid<T>(message: impl Into<String>) -> Result<T> {
 
 impl ScyllaConfig {
     /// A configuration for `hosts` and `keyspace` with the default settings.
-            tls: None,
     pub fn new(hosts: &[&str], keyspace: &str) -> Self {
         ScyllaConfig {
             hosts: hosts.iter().map(|h| with_port(h)).collect(),
             keyspace: keyspace.to_owned(),
             credentials: None,
+            tls: None,
             replication: Replication::Simple { factor: 1 },
             tablets: Some(false),
             connect_timeout: Duration::from_secs(10),
@@ -354,21 +349,21 @@ impl ScyllaConfig {
         let mut config = ScyllaConfig::new(&host_list, &percent_decode(keyspace));
         if let Some(info) = userinfo {
             let (user, pass) = info.split_once(':').unwrap_or((info, ""));
-        let mut tls = TlsOptions::default();
             config.credentials = Some(Credentials {
                 username: percent_decode(user),
                 password: Secret::new(percent_decode(pass)),
             });
         }
+        let mut tls = TlsOptions::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        config.tls = tls
-            .finish()
-            .map_err(|m| StoreError::Validation(format!("`{shown}`: {m}")))?;
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             config
                 .apply_option(k, &percent_decode(v), &mut tls)
                 .map_err(|m| StoreError::Validation(format!("`{shown}`: {m}")))?;
         }
+        config.tls = tls
+            .finish()
+            .map_err(|m| StoreError::Validation(format!("`{shown}`: {m}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -408,6 +403,11 @@ impl ScyllaConfig {
                 self.scan_policy = match value.split_once(':') {
                     None if value == "strict" => ScanPolicy::Strict,
                     Some(("bounded", n)) => ScanPolicy::Bounded {
+                        max_rows: parse_num("scan", n)?,
+                    },
+                    _ => return Err(format!("scan must be strict or bounded:N, not `{value}`")),
+                }
+            }
             "tls" => tls.enabled = Some(parse_bool(key, value)?),
             "tls_ca_file" => tls.ca_file = Some(parse_path(key, value)?),
             "tls_cert_file" => tls.cert_file = Some(parse_path(key, value)?),
@@ -418,11 +418,6 @@ impl ScyllaConfig {
                     return Err("option `tls_server_name` needs a host name".into());
                 }
                 tls.server_name = Some(value.to_owned());
-            }
-                        max_rows: parse_num("scan", n)?,
-                    },
-                    _ => return Err(format!("scan must be strict or bounded:N, not `{value}`")),
-                }
             }
             other => return Err(format!("unknown option `{other}`")),
         }
@@ -476,13 +471,13 @@ impl ScyllaConfig {
             return invalid("scylla config: write_concurrency must be 1..=4096");
         }
         if self.breaker.failure_threshold == 0 {
-        if let Some(tls) = &self.tls {
-            tls.validate()?;
-        }
             return invalid("scylla config: breaker.failure_threshold must be at least 1");
         }
         if let ScanPolicy::Bounded { max_rows: 0 } = self.scan_policy {
             return invalid("scylla config: a bounded scan needs max_rows > 0");
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
         }
         match &self.replication {
             Replication::Simple { factor: 0 } => {
@@ -565,6 +560,11 @@ fn check_host(host: &str) -> std::result::Result<(), String> {
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> std::result::Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("option `{key}` needs a number, got `{value}`"))
+}
+
 fn parse_bool(key: &str, value: &str) -> std::result::Result<bool, String> {
     match value {
         "true" | "on" | "1" => Ok(true),
@@ -580,11 +580,6 @@ fn parse_path(key: &str, value: &str) -> std::result::Result<PathBuf, String> {
         return Err(format!("option `{key}` needs a file path"));
     }
     Ok(PathBuf::from(value))
-}
-
-    value
-        .parse()
-        .map_err(|_| format!("option `{key}` needs a number, got `{value}`"))
 }
 
 /// Parses `250ms`, `30s`, `2m` or a bare number of milliseconds.
@@ -619,26 +614,6 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The URL with any password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((info, hosts)) => {
-            let user = info.split_once(':').map_or(info, |(u, _)| u);
-            if info.contains(':') {
-                format!("{scheme}://{user}:***@{hosts}{tail}")
-            } else {
-                format!("{scheme}://{user}@{hosts}{tail}")
-            }
-        }
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -705,6 +680,31 @@ mod tests {
     #[test]
     fn protocol_versions_other_than_4_are_rejected() {
         for v in ["3", "5", "65"] {
+            let err =
+                ScyllaConfig::from_url(&format!("scylla://h/ks?protocol_version={v}")).unwrap_err();
+            assert!(err.to_string().contains("protocol version"), "{err}");
+            assert!(err.to_string().contains("v4 only"), "{err}");
+        }
+        assert!(ScyllaConfig::from_url("scylla://h/ks?protocol_version=4").is_ok());
+        assert!(
+            ScyllaConfig::from_url("scylla://h/ks?protocol_version=four")
+                .unwrap_err()
+                .is_validation()
+        );
+    }
+
+    #[test]
+    fn credentials_never_appear_in_debug_or_errors() {
+        let c = ScyllaConfig::from_url("scylla://admin:hunter2@h/ks").unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("admin"));
+        let err = ScyllaConfig::from_url("scylla://admin:hunter2@h/ks?bogus=1").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("admin:***@h"), "{err}");
+        assert!(!c.describe().contains("hunter2"));
+    }
+
     fn fixture(name: &str) -> String {
         format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
     }
@@ -859,31 +859,6 @@ mod tests {
         assert!(err.is_validation(), "{err}");
         assert!(!err.to_string().contains(key_body), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
-    }
-
-            let err =
-                ScyllaConfig::from_url(&format!("scylla://h/ks?protocol_version={v}")).unwrap_err();
-            assert!(err.to_string().contains("protocol version"), "{err}");
-            assert!(err.to_string().contains("v4 only"), "{err}");
-        }
-        assert!(ScyllaConfig::from_url("scylla://h/ks?protocol_version=4").is_ok());
-        assert!(
-            ScyllaConfig::from_url("scylla://h/ks?protocol_version=four")
-                .unwrap_err()
-                .is_validation()
-        );
-    }
-
-    #[test]
-    fn credentials_never_appear_in_debug_or_errors() {
-        let c = ScyllaConfig::from_url("scylla://admin:hunter2@h/ks").unwrap();
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
-        assert!(debug.contains("admin"));
-        let err = ScyllaConfig::from_url("scylla://admin:hunter2@h/ks?bogus=1").unwrap_err();
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(err.to_string().contains("admin:***@h"), "{err}");
-        assert!(!c.describe().contains("hunter2"));
     }
 
     #[test]

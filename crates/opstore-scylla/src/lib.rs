@@ -10,7 +10,6 @@
 //!
 //! Every module talks to the driver through the [`CqlSession`] seam.
 
-pub mod breaker;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod codegen;
@@ -41,10 +40,10 @@ use opstore_domain::{
     TxWork,
 };
 
-pub use breaker::{Admission, BreakerState, CircuitBreaker};
 pub use config::{
     BreakerConfig, Credentials, FeedConfig, Replication, ScanPolicy, ScyllaConfig, Secret,
 };
+pub use opstore_domain::breaker::{Admission, BreakerState, CircuitBreaker};
 pub use session::{CqlSession, DriverError, DriverSession};
 
 use codegen::{DdlKind, DdlOptions, ddl};
@@ -179,7 +178,7 @@ impl Store for ScyllaStore {
     }
 
     async fn health(&self) -> Result<HealthReport> {
-        if let Admission::Rejected { retry_in } = self.breaker.admit() {
+        if let Admission::Rejected { retry_in, .. } = self.breaker.admit() {
             return Err(StoreError::Connection(format!(
                 "health check of {} skipped: circuit open after repeated failures; next probe in {retry_in:?}",
                 self.exec.config.describe()

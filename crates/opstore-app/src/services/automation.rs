@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use opstore_domain::breaker::{Admission, BreakerConfig, CircuitBreaker};
 use opstore_domain::entities::automation::{
     ApiKey, ConditionJob, EventJob, Job, Keeper, Task, TimeJob, User,
 };
@@ -13,7 +14,6 @@ use opstore_domain::{
     Update, Value, from_document,
 };
 
-use super::circuit_breaker::{Admission, BreakerConfig, CircuitBreaker};
 use super::repository;
 
 /// Backend-native query text, the escape hatch for what the portable query model
@@ -280,7 +280,7 @@ impl AutomationService {
     /// Probes the backend unless the circuit is open. An open circuit fails fast
     /// with `Connection` without touching the backend.
     pub async fn health_check(&self) -> Result<HealthReport> {
-        if let Admission::Rejected { retry_at } = self.breaker.admit() {
+        if let Admission::Rejected { retry_at, .. } = self.breaker.admit() {
             let when = retry_at.map_or_else(
                 || "after the probe in flight".to_owned(),
                 |t| format!("at {t}"),

@@ -7,7 +7,6 @@
 //! what they mean in the ports.
 
 pub mod automation;
-pub mod circuit_breaker;
 pub mod control_plane;
 pub mod errors;
 pub mod health;

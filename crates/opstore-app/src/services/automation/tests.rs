@@ -9,7 +9,7 @@ use opstore_domain::ports::store::MockStore;
 use opstore_domain::{ManualClock, StoreError, Timestamp, json};
 
 use super::*;
-use crate::services::circuit_breaker::BreakerState;
+use opstore_domain::breaker::BreakerState;
 
 fn api_key(key: &str) -> ApiKey {
     ApiKey {
