@@ -1,11 +1,14 @@
 //! The `Collection` port on an entity table.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use opstore_domain::check::Checked;
 use opstore_domain::schema::check_key;
 use opstore_domain::{
     Agg, Collection, FieldType, Filter, Page, Query, Result, Schema, StoreError, Update,
-    UpdateCount, Upserted, Value, eval,
+    UpdateCount, UpdateOp, Upserted, Value, eval,
 };
 use sqlx::Row;
 use sqlx::postgres::PgPoolCopyExt;
@@ -14,7 +17,7 @@ use crate::config::MAX_DOCUMENT_BYTES;
 use crate::error::{Ctx, map};
 use crate::schema::{column, quote};
 use crate::translate::{Bind, Dialect, Sql, Translator};
-use crate::tx::Exec;
+use crate::tx::{self, Exec};
 
 /// One entity table, on the pool or inside a transaction.
 pub(crate) struct PgCollection {
@@ -189,6 +192,236 @@ impl PgCollection {
             }
         }
         doc
+    }
+}
+
+/// Updates a native SQL update may not apply as the reference does (see
+/// `Checked::<Update>::needs_document_check`) run in process: the documents are
+/// read under row locks, updated by the reference rules, checked against the
+/// schema and written back, all in one transaction.
+impl PgCollection {
+    /// Runs `work` on this collection inside a transaction: the caller's, or one
+    /// of its own that commits when `work` succeeds and rolls back otherwise.
+    async fn atomically<R, F, Fut>(&self, op: &str, work: F) -> Result<R>
+    where
+        F: FnOnce(PgCollection) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        let pool = match &self.exec {
+            Exec::Tx(_) => {
+                let inner = PgCollection::new(self.schema, self.exec.clone(), self.dialect);
+                return work(inner).await;
+            }
+            Exec::Pool(pool) => pool,
+        };
+        let state = tx::begin_own(pool, self.ctx(op)).await?;
+        let inner = PgCollection::new(self.schema, Exec::Tx(Arc::clone(&state)), self.dialect);
+        let out = work(inner).await;
+        tx::end_own(&state, self.ctx(op), out.is_ok()).await?;
+        out
+    }
+
+    /// The live documents matching `filter`, locked, in key order (the order
+    /// concurrent in-process updates lock rows in).
+    async fn lock_matching(&self, op: &str, filter: &Checked<Filter>) -> Result<Vec<Value>> {
+        let mut sql = Sql::new();
+        let w = self.where_clause(&mut sql, filter)?;
+        sql.push(&format!(
+            "SELECT doc FROM {} WHERE {w} ORDER BY {} FOR UPDATE",
+            self.table, self.key_col
+        ));
+        self.fetch_docs(op, sql).await
+    }
+
+    /// The live document under `key`, locked.
+    async fn lock_key(&self, op: &str, key: &str) -> Result<Option<Value>> {
+        let mut sql = Sql::new();
+        let k = sql.bind(Bind::Text(key.to_owned()));
+        sql.push(&format!(
+            "SELECT doc FROM {} WHERE {} = {k} AND {} FOR UPDATE",
+            self.table,
+            self.key_col,
+            self.live()
+        ));
+        let row = self.exec.fetch_optional(self.ctx(op).key(key), sql).await?;
+        row.map(|r| decode_doc(&r, 0)).transpose()
+    }
+
+    /// Writes updated documents back over their rows, in one statement.
+    async fn write_back(&self, op: &str, docs: &[Value]) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let texts = docs
+            .iter()
+            .map(|d| self.document_text(d))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<String> = docs.iter().map(|d| self.key_of(d).to_owned()).collect();
+        let mut sql = Sql::new();
+        let k = sql.bind(Bind::TextArr(keys));
+        let d = sql.bind(Bind::TextArr(texts));
+        sql.push(&format!(
+            "UPDATE {t} SET doc = u.d::jsonb FROM unnest({k}::text[], {d}::text[]) AS u(k, d) \
+             WHERE {t}.{kc} = u.k",
+            t = self.table,
+            kc = self.key_col
+        ));
+        let ctx = match docs {
+            [one] => self.ctx(op).key(self.key_of(one)),
+            _ => self.ctx(op),
+        };
+        self.exec.execute(ctx, sql).await.map(drop)
+    }
+
+    async fn update_one_in_process(&self, key: &str, update: &Checked<Update>) -> Result<Value> {
+        let Some(mut doc) = self.lock_key("update_one", key).await? else {
+            return Err(StoreError::NotFound(format!(
+                "update_one `{key}` in `{}`",
+                self.schema.name()
+            )));
+        };
+        if self.schema.apply_update_to(&mut doc, update, false)? {
+            self.write_back("update_one", std::slice::from_ref(&doc))
+                .await?;
+        }
+        Ok(doc)
+    }
+
+    async fn update_many_in_process(
+        &self,
+        filter: &Checked<Filter>,
+        update: &Checked<Update>,
+    ) -> Result<UpdateCount> {
+        let docs = self.lock_matching("update_many", filter).await?;
+        let matched = docs.len() as u64;
+        let mut writes = Vec::new();
+        for mut doc in docs {
+            if self.schema.apply_update_to(&mut doc, update, false)? {
+                writes.push(doc);
+            }
+        }
+        self.write_back("update_many", &writes).await?;
+        Ok(UpdateCount {
+            matched,
+            modified: writes.len() as u64,
+        })
+    }
+
+    async fn upsert_in_process(
+        &self,
+        key: &str,
+        update: &Checked<Update>,
+    ) -> Result<Upserted<Value>> {
+        if self.schema.ttl().is_some() {
+            // An expired document under the key frees it for the insert below.
+            let mut sql = Sql::new();
+            let k = sql.bind(Bind::Text(key.to_owned()));
+            sql.push(&format!(
+                "DELETE FROM {} WHERE {} = {k} AND {}",
+                self.table,
+                self.key_col,
+                self.expired()
+            ));
+            self.exec.execute(self.ctx("upsert").key(key), sql).await?;
+        }
+        // A concurrent upsert may insert the key between the read and the
+        // insert; the second round then finds and updates its document.
+        for _ in 0..2 {
+            if let Some(mut document) = self.lock_key("upsert", key).await? {
+                if self.schema.apply_update_to(&mut document, update, false)? {
+                    self.write_back("upsert", std::slice::from_ref(&document))
+                        .await?;
+                }
+                return Ok(Upserted {
+                    inserted: false,
+                    document,
+                });
+            }
+            let mut document = Value::Object(Default::default());
+            eval::set_path(
+                &mut document,
+                self.schema.key(),
+                Value::String(key.to_owned()),
+            );
+            self.schema.apply_update_to(&mut document, update, true)?;
+            let text = self.document_text(&document)?;
+            let mut sql = Sql::new();
+            let d = sql.bind(Bind::Text(text));
+            sql.push(&format!(
+                "INSERT INTO {} (doc) VALUES ({d}::jsonb) ON CONFLICT ({}) DO NOTHING RETURNING doc",
+                self.table, self.key_col
+            ));
+            if let Some(row) = self
+                .exec
+                .fetch_optional(self.ctx("upsert").key(key), sql)
+                .await?
+            {
+                return Ok(Upserted {
+                    inserted: true,
+                    document: decode_doc(&row, 0)?,
+                });
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "upsert `{key}` in `{}`: the document was inserted and removed concurrently",
+            self.schema.name()
+        )))
+    }
+
+    async fn claim_in_process(
+        &self,
+        query: &Checked<Query>,
+        update: &Checked<Update>,
+    ) -> Result<Vec<Value>> {
+        let mut sql = Sql::new();
+        let filter = self.schema.check_filter(&query.filter)?;
+        let w = self.where_clause(&mut sql, &filter)?;
+        let order = self.tr(&mut sql).order_by(&query.sort)?;
+        sql.push(&format!(
+            "SELECT doc FROM {} WHERE {w} ORDER BY {order}",
+            self.table
+        ));
+        push_limit(&mut sql, query.skip, query.limit);
+        sql.push(" FOR UPDATE SKIP LOCKED");
+        let docs = self.fetch_docs("claim", sql).await?;
+        let mut writes = Vec::new();
+        let mut out = Vec::with_capacity(docs.len());
+        for mut doc in docs {
+            if self.schema.apply_update_to(&mut doc, update, false)? {
+                writes.push(doc.clone());
+            }
+            out.push(doc);
+        }
+        self.write_back("claim", &writes).await?;
+        Ok(out)
+    }
+
+    /// Names the `Int` fields an update increments when the database reports
+    /// an integer out of range (SQLSTATE 22003): their checked sum overflowed.
+    fn name_overflow(&self, e: StoreError, update: &Update) -> StoreError {
+        let StoreError::Validation(msg) = &e else {
+            return e;
+        };
+        if !msg.ends_with("(22003)") {
+            return e;
+        }
+        let paths: Vec<&str> = update
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                UpdateOp::Inc(p, _) if matches!(self.schema.resolve(p), Ok(FieldType::Int)) => {
+                    Some(p.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        if paths.is_empty() {
+            return e;
+        }
+        StoreError::Validation(format!(
+            "{msg}: inc of `{}` would leave the 64-bit integer range of the field",
+            paths.join("`, `")
+        ))
     }
 }
 
@@ -398,6 +631,13 @@ impl Collection for PgCollection {
     async fn update_one(&self, key: &str, update: &Update) -> Result<Value> {
         self.check_key(key)?;
         let update = self.schema.check_update(update)?;
+        if update.needs_document_check(self.schema) {
+            return self
+                .atomically("update_one", |c| async move {
+                    c.update_one_in_process(key, &update).await
+                })
+                .await;
+        }
         let mut sql = Sql::new();
         let k = sql.bind(Bind::Text(key.to_owned()));
         let new = self.tr(&mut sql).update(&update, "doc", false)?;
@@ -412,7 +652,8 @@ impl Collection for PgCollection {
         let row = self
             .exec
             .fetch_optional(self.ctx("update_one").key(key), sql)
-            .await?;
+            .await
+            .map_err(|e| self.name_overflow(e, &update))?;
         let Some(row) = row else {
             return Err(StoreError::NotFound(format!(
                 "update_one `{key}` in `{}`",
@@ -431,6 +672,13 @@ impl Collection for PgCollection {
     async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateCount> {
         let filter = self.schema.check_filter(filter)?;
         let update = self.schema.check_update(update)?;
+        if update.needs_document_check(self.schema) {
+            return self
+                .atomically("update_many", |c| async move {
+                    c.update_many_in_process(&filter, &update).await
+                })
+                .await;
+        }
         let mut sql = Sql::new();
         let w = self.where_clause(&mut sql, &filter)?;
         let new = self.tr(&mut sql).update(&update, "doc", false)?;
@@ -440,7 +688,11 @@ impl Collection for PgCollection {
             "WITH upd AS (UPDATE {t} SET doc = {new} WHERE {w} AND {changed} RETURNING 1) \
              SELECT (SELECT count(*) FROM {t} WHERE {w}), (SELECT count(*) FROM upd)"
         ));
-        let row = self.exec.fetch_one(self.ctx("update_many"), sql).await?;
+        let row = self
+            .exec
+            .fetch_one(self.ctx("update_many"), sql)
+            .await
+            .map_err(|e| self.name_overflow(e, &update))?;
         let modified = decode_u64(&row, 1)?;
         let matched = decode_u64(&row, 0)?.max(modified);
         Ok(UpdateCount { matched, modified })
@@ -449,6 +701,13 @@ impl Collection for PgCollection {
     async fn upsert(&self, key: &str, update: &Update) -> Result<Upserted<Value>> {
         self.check_key(key)?;
         let update = self.schema.check_update(update)?;
+        if update.needs_document_check(self.schema) {
+            return self
+                .atomically("upsert", |c| async move {
+                    c.upsert_in_process(key, &update).await
+                })
+                .await;
+        }
         let created = self.upsert_document(key, &update);
         let text = match self.document_text(&created) {
             Ok(text) => text,
@@ -476,7 +735,8 @@ impl Collection for PgCollection {
         let row = self
             .exec
             .fetch_optional(self.ctx("upsert").key(key), sql)
-            .await?;
+            .await
+            .map_err(|e| self.name_overflow(e, &update))?;
         match row {
             Some(row) => {
                 let inserted: bool = row
@@ -634,6 +894,13 @@ impl Collection for PgCollection {
     async fn claim(&self, query: &Query, update: &Update) -> Result<Vec<Value>> {
         let query = self.schema.check_query(query)?;
         let update = self.schema.check_update(update)?;
+        if update.needs_document_check(self.schema) {
+            return self
+                .atomically("claim", |c| async move {
+                    c.claim_in_process(&query, &update).await
+                })
+                .await;
+        }
         let mut sql = Sql::new();
         let filter = self.schema.check_filter(&query.filter)?;
         let w = self.where_clause(&mut sql, &filter)?;
@@ -657,7 +924,9 @@ impl Collection for PgCollection {
              u AS (UPDATE {t} SET doc = {new} FROM n WHERE {kc} = n.claimed RETURNING doc, n.rn) \
              SELECT doc FROM u ORDER BY rn"
         ));
-        self.fetch_docs("claim", sql).await
+        self.fetch_docs("claim", sql)
+            .await
+            .map_err(|e| self.name_overflow(e, &update))
     }
 }
 

@@ -417,6 +417,20 @@ impl Translator<'_> {
                         format!("opstore_unset({expr}, {p})")
                     }
                 }
+                UpdateOp::Inc(_, by) if self.schema.resolve(path)? == FieldType::Int => {
+                    // Checked `bigint` arithmetic: a sum past the 64-bit range
+                    // fails (SQLSTATE 22003) instead of becoming a float the
+                    // field cannot hold. No earlier operator touched this path
+                    // (overlapping paths are refused), so its value in `base`
+                    // is its current value.
+                    let by = by.as_i64().ok_or_else(|| mistyped(path, by))?;
+                    let p = self.path_array(path);
+                    let cur = self.path_array(path);
+                    let by = self.sql.bind(Bind::Int(by));
+                    format!(
+                        "opstore_set({expr}, {p}, to_jsonb(coalesce(opstore_get({base}, {cur})::bigint, 0) + {by}::bigint))"
+                    )
+                }
                 UpdateOp::Inc(_, by) => {
                     let p = self.path_array(path);
                     let by = self.sql.bind(Bind::Json(by.clone()));
@@ -644,7 +658,21 @@ mod tests {
         .unwrap();
         assert_eq!(
             e,
-            "opstore_unset(opstore_push(opstore_inc((doc || jsonb_build_object($2::text, $1::jsonb)), $3::text[], $4::jsonb), $5::text[], $6::jsonb, true), $7::text[])"
+            "opstore_unset(opstore_push(opstore_set((doc || jsonb_build_object($2::text, $1::jsonb)), $3::text[], to_jsonb(coalesce(opstore_get(doc, $4::text[])::bigint, 0) + $5::bigint)), $6::text[], $7::jsonb, true), $8::text[])"
         );
+    }
+
+    #[test]
+    fn only_int_fields_get_checked_integer_increments() {
+        let mut sql = Sql::new();
+        let u = S.check_update(&Update::new().inc("meta.c", 2)).unwrap();
+        let e = Translator {
+            schema: &S,
+            dialect: Dialect { icu: false },
+            sql: &mut sql,
+        }
+        .update(&u, "doc", false)
+        .unwrap();
+        assert_eq!(e, "opstore_inc(doc, $1::text[], $2::jsonb)");
     }
 }

@@ -96,6 +96,54 @@ impl Exec {
     }
 }
 
+/// Begins a READ COMMITTED transaction of the adapter's own, for a collection
+/// call that runs several statements that must commit together.
+pub(crate) async fn begin_own(pool: &PgPool, ctx: Ctx<'_>) -> Result<Arc<TxState>> {
+    // Begun in a task of its own, as in [`run`], so a caller dropped while
+    // BEGIN is in flight never hands the connection back inside a transaction.
+    let begin = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.begin_with(begin_statement(Isolation::ReadCommitted))
+                .await
+        })
+    };
+    let tx = begin
+        .await
+        .map_err(|e| {
+            StoreError::backend(
+                format!(
+                    "{} on `{}`: the task beginning its transaction failed",
+                    ctx.op, ctx.target
+                ),
+                e,
+            )
+        })?
+        .map_err(|e| map(ctx, e))?;
+    Ok(Arc::new(TxState {
+        conn: tokio::sync::Mutex::new(Some(tx)),
+        retry: AtomicBool::new(false),
+    }))
+}
+
+/// Ends a transaction begun by [`begin_own`]: commits when `commit`, else
+/// rolls back.
+pub(crate) async fn end_own(state: &TxState, ctx: Ctx<'_>, commit: bool) -> Result<()> {
+    let Some(tx) = state.conn.lock().await.take() else {
+        return Err(StoreError::Backend {
+            message: format!("{} on `{}`: transaction handle lost", ctx.op, ctx.target),
+            source: None,
+        });
+    };
+    if commit {
+        tx.commit().await.map_err(|e| map(ctx, e))
+    } else {
+        // Rollback failures leave nothing to undo: the connection is discarded.
+        let _ = tx.rollback().await;
+        Ok(())
+    }
+}
+
 /// The handle given to transaction work.
 pub(crate) struct PgTransaction {
     state: Arc<TxState>,
