@@ -13,6 +13,9 @@ async fn main() {
         );
         return;
     };
+    if let Ok(version) = opstore_mongo::bench::server_version(&url).await {
+        println!("BENCH_SERVER {version}");
+    }
     match opstore_mongo::bench::run(&url, Scale::from_env()).await {
         Ok(figures) => report(&figures),
         Err(e) => {

@@ -67,6 +67,22 @@ pub async fn run(url: &str, scale: Scale) -> BenchResult<Vec<Figure>> {
     Ok(figures)
 }
 
+/// The version the server reports in `buildInfo`, for the machine description of
+/// a benchmark report (a MongoDB-wire server may report the MongoDB version it
+/// speaks rather than its own).
+pub async fn server_version(url: &str) -> BenchResult<String> {
+    let store = MongoStore::connect(MongoConfig::new(url, "admin")).await?;
+    let info = store
+        .database()
+        .run_command(doc! { "buildInfo": 1 })
+        .await?;
+    store.close().await;
+    let version = info.get_str("version").unwrap_or("unknown");
+    Ok(format!(
+        "MongoDB wire protocol, buildInfo version {version}"
+    ))
+}
+
 async fn scenarios(store: &MongoStore, rounds: usize, scale: Scale) -> BenchResult<Vec<Figure>> {
     store.migrate(&fixtures::schemas()).await?;
     let mut figures = Vec::new();

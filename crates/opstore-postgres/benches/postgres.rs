@@ -18,7 +18,14 @@ fn main() {
         .enable_all()
         .build()
         .map_err(BenchError::from)
-        .and_then(|rt| rt.block_on(opstore_postgres::bench::run(&url, Scale::from_env())));
+        .and_then(|rt| {
+            rt.block_on(async {
+                if let Ok(version) = opstore_postgres::bench::server_version(&url).await {
+                    println!("BENCH_SERVER {version}");
+                }
+                opstore_postgres::bench::run(&url, Scale::from_env()).await
+            })
+        });
     match outcome {
         Ok(figures) => report(&figures),
         Err(e) => {

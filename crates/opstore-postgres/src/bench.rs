@@ -126,6 +126,17 @@ pub async fn run(url: &str, scale: Scale) -> BenchResult<Vec<Figure>> {
     outcome
 }
 
+/// The server's name and version, e.g. `PostgreSQL 16.4`, for the machine
+/// description of a benchmark report.
+pub async fn server_version(url: &str) -> BenchResult<String> {
+    let store = PgStore::connect(PgConfig::from_url(url)).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(store.pool())
+        .await?;
+    store.close().await;
+    Ok(format!("PostgreSQL {version}"))
+}
+
 async fn scenarios(store: &PgStore, scale: Scale) -> BenchResult<Vec<Figure>> {
     let pool = store.pool().clone();
     let repo = store.repository::<Item>()?;
