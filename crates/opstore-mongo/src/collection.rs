@@ -19,7 +19,7 @@ use opstore_domain::{
     Agg, Collection, Filter, Page, Query, Result, Schema, StoreError, UpdateCount, Upserted, Value,
     eval,
 };
-use opstore_domain::{Checked, Update};
+use opstore_domain::{Checked, Update, UpdateOp};
 
 use crate::error::{self, DUPLICATE_KEY};
 use crate::store::Ctx;
@@ -39,6 +39,25 @@ macro_rules! exec {
             None => $action.await,
         }
     };
+}
+
+/// What an update applied in process matched, changed and left.
+struct Applied {
+    matched: u64,
+    modified: u64,
+    /// The documents after the update (changed or not), in key order.
+    docs: Vec<Value>,
+}
+
+/// One document's update, computed and checked, before it is written.
+struct Planned {
+    key: String,
+    /// The stored document the update was computed from.
+    old: Document,
+    /// The document to store, or `None` when the update changes nothing.
+    new: Option<Document>,
+    /// The updated document as the entity's JSON.
+    doc: Value,
 }
 
 /// One entity collection, optionally bound to a transaction.
@@ -210,6 +229,125 @@ impl MongoCollection {
                 .find_one_and_update(filter.clone(), update.clone())
                 .with_options(options.clone())
         )
+    }
+
+    async fn update_many_native(&self, filter: Document, native: Document) -> Result<UpdateCount> {
+        let r = exec!(self, self.coll.update_many(filter.clone(), native.clone()))
+            .map_err(|e| error::map_update(&self.what_all("update_many"), e))?;
+        Ok(UpdateCount {
+            matched: r.matched_count,
+            modified: r.modified_count,
+        })
+    }
+
+    /// Applies `update` to the documents `filter` matches the way the reference
+    /// does ([`Schema::apply_update_to`]): inside the bound transaction, or one
+    /// of its own when the server has transactions, so the documents read are
+    /// the ones written. Every new document is computed and checked before the
+    /// first write, so a refused update writes nothing.
+    async fn update_in_process(
+        &self,
+        filter: Document,
+        update: &Checked<Update>,
+        op: &str,
+    ) -> Result<Applied> {
+        if self.tx.is_some() || !self.ctx.replica_set {
+            return self.apply_in_process(filter, update, op).await;
+        }
+        let what = self.what_all(op);
+        crate::tx::atomically(&self.ctx, self.schema, &what, |c| {
+            let filter = filter.clone();
+            async move { c.apply_in_process(filter, update, op).await }
+        })
+        .await
+    }
+
+    async fn apply_in_process(
+        &self,
+        filter: Document,
+        update: &Checked<Update>,
+        op: &str,
+    ) -> Result<Applied> {
+        let mut options = FindOptions::default();
+        options.sort = Some(doc! { "_id": 1 });
+        options.max_time = Some(self.ctx.config.operation_timeout);
+        let found = self
+            .find_docs(filter.clone(), options)
+            .await
+            .map_err(|e| error::map(&self.what_all(op), e))?;
+        let mut planned = Vec::with_capacity(found.len());
+        for old in found {
+            planned.push(self.plan_write(old, update, op)?);
+        }
+        let mut applied = Applied {
+            matched: planned.len() as u64,
+            modified: 0,
+            docs: Vec::with_capacity(planned.len()),
+        };
+        for plan in planned {
+            match self.write_planned(&filter, plan, update, op).await? {
+                Some((doc, changed)) => {
+                    applied.modified += u64::from(changed);
+                    applied.docs.push(doc);
+                }
+                None => applied.matched -= 1,
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The reference update of one stored document, checked against the schema
+    /// and encoded for storage, but not written.
+    fn plan_write(&self, old: Document, update: &Checked<Update>, op: &str) -> Result<Planned> {
+        let key = old.get_str("_id").unwrap_or_default().to_owned();
+        let mut doc = from_stored(old.clone());
+        let changed = self.schema.apply_update_to(&mut doc, update, false)?;
+        let new = if changed {
+            Some(to_stored(self.schema, &key, &doc, op)?)
+        } else {
+            None
+        };
+        Ok(Planned { key, old, new, doc })
+    }
+
+    /// Writes a planned document, guarded on the stored document it was computed
+    /// from. When that changed meanwhile (possible only without a transaction),
+    /// the update is applied again to what is stored, if it still matches.
+    /// Returns the document and whether it changed, or `None` when it no longer
+    /// matches.
+    async fn write_planned(
+        &self,
+        filter: &Document,
+        mut plan: Planned,
+        update: &Checked<Update>,
+        op: &str,
+    ) -> Result<Option<(Value, bool)>> {
+        for _ in 0..5 {
+            let Some(new) = &plan.new else {
+                return Ok(Some((plan.doc, false)));
+            };
+            let Some(write) = translate::write_back(&plan.old, new) else {
+                return Ok(Some((plan.doc, false)));
+            };
+            let guard = doc! {
+                "_id": &plan.key,
+                "$expr": { "$eq": ["$$ROOT", { "$literal": plan.old.clone() }] },
+            };
+            let r = exec!(self, self.coll.update_one(guard.clone(), write.clone()))
+                .map_err(|e| error::map_update(&self.what(op, &plan.key), e))?;
+            if r.matched_count > 0 {
+                return Ok(Some((from_stored(new.clone()), true)));
+            }
+            let current = and(filter.clone(), doc! { "_id": &plan.key });
+            let again = exec!(self, self.coll.find_one(current.clone()))
+                .map_err(|e| error::map(&self.what(op, &plan.key), e))?;
+            let Some(again) = again else { return Ok(None) };
+            plan = self.plan_write(again, update, op)?;
+        }
+        Err(StoreError::Conflict(format!(
+            "{}: the document kept changing under the update",
+            self.what(op, "")
+        )))
     }
 
     /// Removes documents whose TTL passed but that the TTL monitor has not
@@ -417,26 +555,64 @@ impl Collection for MongoCollection {
         self.count_native(filter).await
     }
 
+    /// Native `findOneAndUpdate`, unless the update is one a native update may
+    /// apply unlike the reference; then it is applied in process.
     async fn update_one(&self, key: &str, update: &Update) -> Result<Value> {
         check_key(self.name(), key)?;
-        let (_, native) = self.checked_update(update)?;
+        let (checked, native) = self.checked_update(update)?;
+        if checked.needs_document_check(self.schema) {
+            let applied = self
+                .update_in_process(self.by_key(key), &checked, "update_one")
+                .await?;
+            return applied
+                .docs
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::NotFound(self.what("update_one", key)));
+        }
         let d = self
             .find_one_and_update(self.by_key(key), native, None)
             .await
-            .map_err(|e| error::map(&self.what("update_one", key), e))?;
+            .map_err(|e| error::map_update(&self.what("update_one", key), e))?;
         d.map(from_stored)
             .ok_or_else(|| StoreError::NotFound(self.what("update_one", key)))
     }
 
+    /// All or nothing, like the reference: an update applied in process writes
+    /// only after every document passed the schema, and a native `updateMany`
+    /// that may fail part way (a unique field, an `$inc` that may overflow) runs
+    /// in a transaction of its own when the server has them.
     async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateCount> {
         let filter = self.checked_filter(filter)?;
-        let (_, native) = self.checked_update(update)?;
-        let r = exec!(self, self.coll.update_many(filter.clone(), native.clone()))
-            .map_err(|e| error::map(&self.what_all("update_many"), e))?;
-        Ok(UpdateCount {
-            matched: r.matched_count,
-            modified: r.modified_count,
-        })
+        let (checked, native) = self.checked_update(update)?;
+        if checked.needs_document_check(self.schema) {
+            let applied = self
+                .update_in_process(filter, &checked, "update_many")
+                .await?;
+            return Ok(UpdateCount {
+                matched: applied.matched,
+                modified: applied.modified,
+            });
+        }
+        let may_fail_part_way = checked.ops.iter().any(|op| {
+            let path = op.path();
+            matches!(op, UpdateOp::Inc(..))
+                || self.schema.fields().iter().any(|f| {
+                    f.is_unique()
+                        && (f.path() == path
+                            || f.path().starts_with(path)
+                                && f.path().as_bytes().get(path.len()) == Some(&b'.'))
+                })
+        });
+        if may_fail_part_way && self.tx.is_none() && self.ctx.replica_set {
+            let what = self.what_all("update_many");
+            return crate::tx::atomically(&self.ctx, self.schema, &what, |c| {
+                let (filter, native) = (filter.clone(), native.clone());
+                async move { c.update_many_native(filter, native).await }
+            })
+            .await;
+        }
+        self.update_many_native(filter, native).await
     }
 
     /// Updates in place when the document exists; otherwise builds the new
@@ -446,15 +622,24 @@ impl Collection for MongoCollection {
     async fn upsert(&self, key: &str, update: &Update) -> Result<Upserted<Value>> {
         check_key(self.name(), key)?;
         let (checked, native) = self.checked_update(update)?;
+        let in_process = checked.needs_document_check(self.schema);
         for _ in 0..3 {
-            let updated = self
-                .find_one_and_update(self.by_key(key), native.clone(), None)
-                .await
-                .map_err(|e| error::map(&self.what("upsert", key), e))?;
-            if let Some(d) = updated {
+            let updated = if in_process {
+                self.update_in_process(self.by_key(key), &checked, "upsert")
+                    .await?
+                    .docs
+                    .into_iter()
+                    .next()
+            } else {
+                self.find_one_and_update(self.by_key(key), native.clone(), None)
+                    .await
+                    .map_err(|e| error::map_update(&self.what("upsert", key), e))?
+                    .map(from_stored)
+            };
+            if let Some(document) = updated {
                 return Ok(Upserted {
                     inserted: false,
-                    document: from_stored(d),
+                    document,
                 });
             }
             let mut doc = Value::Object(Default::default());
@@ -590,16 +775,38 @@ impl Collection for MongoCollection {
     async fn claim(&self, query: &Query, update: &Update) -> Result<Vec<Value>> {
         self.schema.check_query(query)?;
         let filter = self.checked_filter(&query.filter)?;
-        let (_, native) = self.checked_update(update)?;
+        let (checked, native) = self.checked_update(update)?;
         let sort = translate::sort(self.schema, &query.sort);
+        let in_process = checked.needs_document_check(self.schema);
         let mut taken: Vec<Bson> = Vec::new();
         let mut out = Vec::new();
         while query.limit == 0 || (out.len() as u64) < query.limit {
             let f = and(filter.clone(), doc! { "_id": { "$nin": taken.clone() } });
+            if in_process {
+                // The next candidate, then the update applied to it only if it
+                // still matches (a concurrent claimer may have taken it).
+                let mut options = FindOptions::default();
+                options.sort = Some(sort.clone());
+                options.limit = Some(1);
+                options.max_time = Some(self.ctx.config.operation_timeout);
+                let next = self
+                    .find_docs(f.clone(), options)
+                    .await
+                    .map_err(|e| error::map(&self.what_all("claim"), e))?;
+                let Some(id) = next.into_iter().next().and_then(|mut d| d.remove("_id")) else {
+                    break;
+                };
+                taken.push(id.clone());
+                let applied = self
+                    .update_in_process(and(f, doc! { "_id": id }), &checked, "claim")
+                    .await?;
+                out.extend(applied.docs);
+                continue;
+            }
             let d = self
                 .find_one_and_update(f, native.clone(), Some(sort.clone()))
                 .await
-                .map_err(|e| error::map(&self.what_all("claim"), e))?;
+                .map_err(|e| error::map_update(&self.what_all("claim"), e))?;
             let Some(mut d) = d else { break };
             taken.push(d.remove("_id").unwrap_or(Bson::Null));
             out.push(from_stored(d));

@@ -45,6 +45,22 @@ pub(crate) fn is_transient_tx(e: &Error) -> bool {
     e.contains_label(TRANSIENT_TRANSACTION_ERROR) || code(e) == Some(WRITE_CONFLICT)
 }
 
+/// MongoDB's `BadValue`, which an `$inc` past the 64-bit integer range fails with.
+const BAD_VALUE: i32 = 2;
+
+/// Maps the error of a native update: an `$inc` that overflows a 64-bit integer
+/// is `Validation`, as in the reference (the sum, a float, does not fit the
+/// integer field); the rest as [`map`].
+pub(crate) fn map_update(what: &str, e: Error) -> StoreError {
+    if code(&e) == Some(BAD_VALUE) && server_message(&e).contains("$inc") {
+        return StoreError::Validation(format!(
+            "{what}: the increment leaves the 64-bit integer range ({})",
+            server_message(&e)
+        ));
+    }
+    map(what, e)
+}
+
 /// Maps a driver error. `what` names the operation, collection and key
 /// (`"update_one `k` in `items`"`); it never holds credentials.
 pub(crate) fn map(what: &str, e: Error) -> StoreError {

@@ -333,6 +333,32 @@ pub fn update(schema: &Schema, u: &Checked<Update>) -> Result<Document> {
     Ok(d)
 }
 
+/// The update that turns stored document `old` into `new` with `$set` and
+/// `$unset` of top-level fields (so the change feed sees an update, and the
+/// row-lock field stays); `None` when they are the same.
+pub fn write_back(old: &Document, new: &Document) -> Option<Document> {
+    let mut set = Document::new();
+    let mut unset = Document::new();
+    for (k, v) in new {
+        if k != "_id" && old.get(k) != Some(v) {
+            set.insert(k.clone(), v.clone());
+        }
+    }
+    for k in old.keys() {
+        if k != "_id" && k != LOCK_FIELD && !new.contains_key(k) {
+            unset.insert(k.clone(), "");
+        }
+    }
+    let mut d = Document::new();
+    if !set.is_empty() {
+        d.insert("$set", set);
+    }
+    if !unset.is_empty() {
+        d.insert("$unset", unset);
+    }
+    (!d.is_empty()).then_some(d)
+}
+
 fn check_value_keys(schema: &Schema, path: &str, v: &Value) -> Result<()> {
     match v {
         Value::Object(map) => {

@@ -7,6 +7,7 @@
 //! of times. Transactions need a replica set (or sharded cluster); on a
 //! standalone server the call is `Unsupported`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,7 +38,8 @@ impl TxState {
     /// Records whether a driver result says the transaction may succeed when rerun.
     pub(crate) fn note<T>(&self, r: &mongodb::error::Result<T>) {
         if let Err(e) = r {
-            if error::is_transient_tx(e) {
+            // A duplicate key fails again when rerun: it is a `Conflict` to report.
+            if error::is_transient_tx(e) && error::code(e) != Some(error::DUPLICATE_KEY) {
                 self.transient.store(true, Ordering::SeqCst);
             }
         }
@@ -143,4 +145,86 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, options: TxOptions, work: &TxWork<'_>) -
             "retrying MongoDB transaction after a transient error"
         );
     }
+}
+
+/// Runs `work` on a collection bound to a transaction of its own, so that a
+/// write of several documents is all or nothing; reruns it after a transient
+/// error like [`run`] does. The caller checks that the server has transactions.
+pub(crate) async fn atomically<T, F, Fut>(
+    ctx: &Arc<Ctx>,
+    schema: &'static Schema,
+    what: &str,
+    work: F,
+) -> Result<T>
+where
+    F: Fn(MongoCollection) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    // Contended documents make concurrent transactions abort each other; reruns
+    // back off with jitter and go on until the operation timeout.
+    let deadline = std::time::Instant::now() + ctx.config.operation_timeout;
+    let mut attempt: u32 = 0;
+    loop {
+        let mut session = ctx
+            .client
+            .start_session()
+            .await
+            .map_err(|e| error::map(&format!("{what}: start session"), e))?;
+        let mut majority = WriteConcern::default();
+        majority.w = Some(Acknowledgment::Majority);
+        session
+            .start_transaction()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(majority)
+            .await
+            .map_err(|e| error::map(&format!("{what}: start transaction"), e))?;
+        let state = Arc::new(TxState {
+            session: Mutex::new(session),
+            transient: AtomicBool::new(false),
+        });
+        let outcome = work(MongoCollection::new(
+            Arc::clone(ctx),
+            schema,
+            Some(Arc::clone(&state)),
+        ))
+        .await;
+        let mut session = state.session.lock().await;
+        let retry = match outcome {
+            Ok(value) => match commit(&mut session).await {
+                Ok(()) => return Ok(value),
+                Err(e) if error::is_transient_tx(&e) => error::map(&format!("{what}: commit"), e),
+                Err(e) => return Err(error::map(&format!("{what}: commit"), e)),
+            },
+            Err(e) => {
+                let _ = session.abort_transaction().await;
+                if !state.transient.load(Ordering::SeqCst) {
+                    return Err(e);
+                }
+                e
+            }
+        };
+        drop(session);
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::Conflict(format!(
+                "{what}: write conflict persisted after {attempt} retries: {retry}"
+            )));
+        }
+        attempt += 1;
+        tracing::debug!(
+            attempt,
+            "{what}: retrying after a transient transaction error"
+        );
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// A pause before rerun `attempt`: exponential from 1 ms up to 64 ms, with the
+/// upper half jittered so concurrent writers spread out.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let base_micros = 1_000u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let jitter = (nanos / 1_000) % (base_micros / 2 + 1);
+    std::time::Duration::from_micros(base_micros / 2 + jitter)
 }
