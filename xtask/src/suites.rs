@@ -419,6 +419,38 @@ fn app_suite(
     }
     // Every backend compiled in, so that the tests can reach the servers started above.
     counts += cargo_test(&packages, &["--all-features"], &env);
+    counts += run_examples(ws, "opstore-app");
+    counts
+}
+
+/// Runs each example of `package` once on the memory store (`OPSTORE_URL` unset),
+/// with the features the app tests were built with; each counts as one test,
+/// failed when it exits non-zero.
+fn run_examples(ws: &Workspace, package: &str) -> Counts {
+    let mut counts = Counts::default();
+    let Some(targets) = ws.package(package).map(|p| p.targets_of_kind("example")) else {
+        return counts;
+    };
+    for example in targets {
+        let mut command = cargo();
+        command
+            .args([
+                "run",
+                "--quiet",
+                "--all-features",
+                "-p",
+                package,
+                "--example",
+                example,
+            ])
+            .env_remove("OPSTORE_URL");
+        if run_ok(command) {
+            counts.passed += 1;
+        } else {
+            println!("FAIL example `{example}` of {package} exited with an error");
+            counts.failed += 1;
+        }
+    }
     counts
 }
 
