@@ -33,5 +33,8 @@ mod lease;
 mod translate;
 mod tx;
 
+#[cfg(test)]
+mod statement_structure;
+
 pub use config::{MAX_DOCUMENT_BYTES, PgConfig};
 pub use store::PgStore;

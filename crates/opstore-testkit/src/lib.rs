@@ -15,6 +15,8 @@
 pub mod bench;
 pub mod cases;
 pub mod fixtures;
+#[cfg(feature = "hostile")]
+pub mod hostile;
 
 use std::sync::Arc;
 use std::time::Duration;
