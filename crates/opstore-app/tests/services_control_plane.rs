@@ -6,7 +6,7 @@ mod services_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opstore_app::services::control_plane::{ControlPlaneParts, ControlPlaneService};
+use opstore_app::services::control_plane::{ControlPlaneParts, ControlPlaneService, JobScope};
 use opstore_domain::entities::control_plane::{ClusterStatus, JobStatus, JobType};
 use opstore_domain::{Clock, ManualClock, Store, json};
 use services_support::{cluster, t0};
@@ -14,6 +14,7 @@ use services_support::{cluster, t0};
 on_every_backend!(
     one_active_cluster_per_name_platform_and_domain,
     pending_jobs_are_oldest_first_and_skip_future_retries,
+    pending_jobs_are_scoped_by_cluster_and_job_type,
     job_state_changes_and_unknown_ids,
 );
 
@@ -98,23 +99,76 @@ async fn pending_jobs_are_oldest_first_and_skip_future_retries(store: Arc<dyn St
         .unwrap();
     svc.increment_attempt(&ids[3]).await.unwrap();
     let pending: Vec<String> = svc
-        .pending_jobs(10)
+        .pending_jobs(&JobScope::default(), 10)
         .await
         .unwrap()
         .into_iter()
         .map(|j| j.id)
         .collect();
     assert_eq!(pending, vec![ids[2].clone(), ids[3].clone()]);
-    assert_eq!(svc.count_pending_jobs().await.unwrap(), 3);
+    assert_eq!(
+        svc.count_pending_jobs(&JobScope::default()).await.unwrap(),
+        3
+    );
     clock.advance(HOUR);
     let pending: Vec<String> = svc
-        .pending_jobs(2)
+        .pending_jobs(&JobScope::default(), 2)
         .await
         .unwrap()
         .into_iter()
         .map(|j| j.id)
         .collect();
     assert_eq!(pending, vec![ids[0].clone(), ids[2].clone()]);
+}
+
+async fn pending_jobs_are_scoped_by_cluster_and_job_type(store: Arc<dyn Store>) {
+    let (svc, clock) = service(store);
+    let a = svc.create_cluster(cluster("a")).await.unwrap();
+    let b = svc.create_cluster(cluster("b")).await.unwrap();
+    let job = |cluster_id: String, job_type: JobType| {
+        clock.advance(Duration::from_secs(1));
+        let svc = &svc;
+        async move {
+            svc.create_job(&cluster_id, job_type, None, None)
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let a_create = job(a.id.clone(), JobType::Create).await;
+    let b_create = job(b.id.clone(), JobType::Create).await;
+    let a_scale = job(a.id.clone(), JobType::ScaleWorkers).await;
+    let b_sweep = job(b.id.clone(), JobType::OrphanSweep).await;
+    let ids = |jobs: Vec<opstore_domain::entities::control_plane::ClusterJob>| {
+        jobs.into_iter().map(|j| j.id).collect::<Vec<_>>()
+    };
+
+    let of_a = JobScope::cluster(&a.id);
+    assert_eq!(
+        ids(svc.pending_jobs(&of_a, 10).await.unwrap()),
+        vec![a_create.clone(), a_scale.clone()]
+    );
+    assert_eq!(svc.count_pending_jobs(&of_a).await.unwrap(), 2);
+    let creates = JobScope::default().of_types([JobType::Create]);
+    assert_eq!(
+        ids(svc.pending_jobs(&creates, 10).await.unwrap()),
+        vec![a_create.clone(), b_create.clone()]
+    );
+    let b_sweeps = JobScope::cluster(&b.id).of_types([JobType::OrphanSweep, JobType::ScaleWorkers]);
+    assert_eq!(
+        ids(svc.pending_jobs(&b_sweeps, 10).await.unwrap()),
+        vec![b_sweep.clone()]
+    );
+    assert_eq!(
+        ids(svc.pending_jobs(&JobScope::default(), 10).await.unwrap()),
+        vec![a_create, b_create, a_scale, b_sweep]
+    );
+    assert!(
+        svc.pending_jobs(&JobScope::cluster("clu_missing"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn job_state_changes_and_unknown_ids(store: Arc<dyn Store>) {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opstore_app::services::control_plane::{
-    ControlPlaneParts, ControlPlaneService, JobFailure, JobRun, JobRunConfig,
+    ControlPlaneParts, ControlPlaneService, JobFailure, JobRun, JobRunConfig, JobScope,
 };
 use opstore_domain::entities::control_plane::{ClusterStatus, JobStatus, JobType};
 use opstore_domain::{ManualClock, Store};
@@ -83,7 +83,10 @@ async fn run_job_retries_a_failed_job_then_fails_it_when_attempts_run_out(store:
     assert_eq!(retried.error_code.as_deref(), Some("E_QUOTA"));
     assert!(retried.retry_after.is_some());
     assert!(
-        svc.pending_jobs(10).await.unwrap().is_empty(),
+        svc.pending_jobs(&JobScope::cluster(&c.id), 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "not due before the retry delay"
     );
     assert_eq!(svc.job_lock(&c.id).await.unwrap(), None);

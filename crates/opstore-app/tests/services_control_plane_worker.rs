@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opstore_app::services::control_plane::{
-    ControlPlaneParts, ControlPlaneService, JobLeaseHook, RecoveryAction,
+    ControlPlaneParts, ControlPlaneService, JobLeaseHook, Recovery, RecoveryAction,
 };
 use opstore_domain::entities::control_plane::{ClusterStatus, JobStatus, JobType};
-use opstore_domain::{Lease, ManualClock, Store};
+use opstore_domain::{Lease, LockManager, ManualClock, Store};
 use opstore_memory::{MemoryConfig, MemoryStore};
 use services_support::{cluster, t0};
 use tokio_util::sync::CancellationToken;
@@ -122,7 +122,15 @@ async fn start_job_rejects_an_invalid_transition_and_frees_the_lock(store: Arc<d
     assert_eq!(started.cluster.status, ClusterStatus::Ready);
 }
 
+/// Drops a cluster's job lock the way a vanished worker's lock lapses. The
+/// backend judges lease expiry by its own clock, which these tests cannot move.
+async fn lapse(locks: &Arc<dyn LockManager>, cluster_id: &str) {
+    let name = ControlPlaneService::job_lock_name(cluster_id);
+    assert!(locks.force_release(&name).await.unwrap(), "lock was live");
+}
+
 async fn stuck_jobs_are_retried_then_failed(store: Arc<dyn Store>) {
+    let locks = store.locks();
     let (svc, clock) = service(store);
     let c = svc.create_cluster(cluster("c")).await.unwrap();
     let create = svc
@@ -135,6 +143,11 @@ async fn stuck_jobs_are_retried_then_failed(store: Arc<dyn Store>) {
         "not stuck yet"
     );
     clock.advance(2 * HOUR);
+    assert!(
+        svc.recover_stuck_jobs(HOUR).await.unwrap().is_empty(),
+        "past the run time, but its worker still holds the live job lock"
+    );
+    lapse(&locks, &c.id).await;
     let recovered = svc.recover_stuck_jobs(HOUR).await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].action, RecoveryAction::Retried);
@@ -151,6 +164,7 @@ async fn stuck_jobs_are_retried_then_failed(store: Arc<dyn Store>) {
 
     svc.start_job(&create.id, "worker-2", HOUR).await.unwrap();
     clock.advance(2 * HOUR);
+    lapse(&locks, &c.id).await;
     let recovered = svc.recover_stuck_jobs(HOUR).await.unwrap();
     assert_eq!(recovered[0].action, RecoveryAction::Failed);
     assert_eq!(
@@ -172,6 +186,7 @@ async fn stuck_jobs_are_retried_then_failed(store: Arc<dyn Store>) {
         .unwrap();
     svc.start_job(&destroy.id, "worker-1", HOUR).await.unwrap();
     clock.advance(2 * HOUR);
+    lapse(&locks, &d.id).await;
     assert_eq!(
         svc.recover_stuck_jobs(HOUR).await.unwrap()[0].action,
         RecoveryAction::Failed
@@ -218,10 +233,9 @@ impl JobLeaseHook for RecordingHook {
     }
 }
 
-/// Lease expiry is judged by the backend's clock, so this runs on memory, whose
-/// clock the test drives.
-#[tokio::test]
-async fn an_expired_job_lock_is_taken_over() {
+/// The service on a memory store whose lease expiry follows the same manual
+/// clock as the service.
+async fn memory_service() -> (ControlPlaneService, ManualClock) {
     let clock = ManualClock::new(t0());
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(MemoryConfig {
         clock: Arc::new(clock.clone()),
@@ -233,7 +247,101 @@ async fn an_expired_job_lock_is_taken_over() {
         .unwrap();
     let mut parts = ControlPlaneParts::from_store(store).unwrap();
     parts.clock = Arc::new(clock.clone());
-    let svc = ControlPlaneService::from_parts(parts);
+    (ControlPlaneService::from_parts(parts), clock)
+}
+
+/// Lease expiry is judged by the backend's clock, so this runs on memory, whose
+/// clock the test drives.
+#[tokio::test]
+async fn a_long_job_with_a_renewed_lock_is_not_recovered_until_the_lock_lapses() {
+    let (svc, clock) = memory_service().await;
+    let ttl = Duration::from_secs(60);
+    let c = svc.create_cluster(cluster("c")).await.unwrap();
+    let job = svc
+        .create_job(&c.id, JobType::Create, None, None)
+        .await
+        .unwrap();
+    let started = svc.start_job(&job.id, "worker-1", ttl).await.unwrap();
+
+    // The worker runs for two hours, renewing its lock every 40 seconds.
+    let mut lease = started.lease.clone();
+    for _ in 0..180 {
+        clock.advance(Duration::from_secs(40));
+        lease = svc.renew_job_lock(&lease, ttl).await.unwrap();
+    }
+    assert!(
+        svc.recover_stuck_jobs(HOUR).await.unwrap().is_empty(),
+        "a live, renewed lock means the job is still being worked on"
+    );
+    let running = svc.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!((running.status, running.attempt), (JobStatus::Running, 1));
+    assert_eq!(
+        svc.job_lock(&c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .job_id
+            .as_deref(),
+        Some(job.id.as_str())
+    );
+
+    // The worker vanishes: its lock lapses and the job is recovered.
+    clock.advance(ttl + Duration::from_secs(1));
+    assert_eq!(
+        svc.recover_stuck_jobs(HOUR).await.unwrap(),
+        vec![Recovery {
+            job_id: job.id.clone(),
+            cluster_id: c.id.clone(),
+            action: RecoveryAction::Retried,
+        }]
+    );
+    let retried = svc.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!((retried.status, retried.attempt), (JobStatus::Retrying, 2));
+
+    // The next start fences the old worker out.
+    let restarted = svc.start_job(&job.id, "worker-2", ttl).await.unwrap();
+    assert!(restarted.lease.token() > started.lease.token());
+    assert!(
+        svc.renew_job_lock(&lease, ttl)
+            .await
+            .unwrap_err()
+            .is_lock_lost()
+    );
+    assert!(svc.recover_stuck_jobs(HOUR).await.unwrap().is_empty());
+}
+
+/// A job whose cluster lock is live but recorded for another job is not
+/// protected by it: its own worker is gone.
+#[tokio::test]
+async fn a_live_lock_of_another_job_does_not_protect_a_stuck_job() {
+    let (svc, clock) = memory_service().await;
+    let ttl = Duration::from_secs(60);
+    let c = svc.create_cluster(cluster("c")).await.unwrap();
+    let stuck = svc
+        .create_job(&c.id, JobType::Create, None, None)
+        .await
+        .unwrap();
+    let sweep = svc
+        .create_job(&c.id, JobType::OrphanSweep, None, None)
+        .await
+        .unwrap();
+    svc.start_job(&stuck.id, "worker-1", ttl).await.unwrap();
+    clock.advance(2 * HOUR);
+    let other = svc.start_job(&sweep.id, "worker-2", ttl).await.unwrap();
+    let recovered = svc.recover_stuck_jobs(HOUR).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].job_id, stuck.id);
+    // The other job keeps its lock.
+    let lock = svc.job_lock(&c.id).await.unwrap().unwrap();
+    assert_eq!(lock.lease.token(), other.lease.token());
+    assert_eq!(lock.job_id.as_deref(), Some(sweep.id.as_str()));
+}
+
+/// Lease expiry is judged by the backend's clock, so this runs on memory, whose
+/// clock the test drives.
+#[tokio::test]
+async fn an_expired_job_lock_is_taken_over() {
+    let (svc, clock) = memory_service().await;
     let c = svc.create_cluster(cluster("c")).await.unwrap();
     let first = svc
         .create_job(&c.id, JobType::Create, None, None)

@@ -100,6 +100,49 @@ pub struct ClusterFilter {
     pub platform: Option<String>,
 }
 
+/// Which waiting jobs to look at: the scope of
+/// [`ControlPlaneService::pending_jobs`] and
+/// [`ControlPlaneService::count_pending_jobs`]. Unset fields match everything, so
+/// a worker that takes any job says so with `JobScope::default()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobScope {
+    /// Only jobs of this cluster.
+    pub cluster_id: Option<String>,
+    /// Only jobs of these types; empty matches every type.
+    pub job_types: Vec<JobType>,
+}
+
+impl JobScope {
+    /// The jobs of one cluster.
+    pub fn cluster(cluster_id: impl Into<String>) -> Self {
+        JobScope {
+            cluster_id: Some(cluster_id.into()),
+            job_types: Vec::new(),
+        }
+    }
+
+    /// Narrows the scope to jobs of `job_types`.
+    pub fn of_types(mut self, job_types: impl IntoIterator<Item = JobType>) -> Self {
+        self.job_types = job_types.into_iter().collect();
+        self
+    }
+
+    /// Waiting jobs (PENDING or RETRYING) in this scope.
+    fn waiting(&self) -> Filter {
+        let mut terms = vec![Filter::is_in(
+            "status",
+            [JobStatus::Pending, JobStatus::Retrying],
+        )];
+        if let Some(cluster_id) = &self.cluster_id {
+            terms.push(Filter::eq("cluster_id", cluster_id.as_str()));
+        }
+        if !self.job_types.is_empty() {
+            terms.push(Filter::is_in("job_type", self.job_types.iter().copied()));
+        }
+        Filter::all_of(terms)
+    }
+}
+
 /// The control plane's store operations.
 pub struct ControlPlaneService {
     p: ControlPlaneParts,
@@ -317,10 +360,11 @@ impl ControlPlaneService {
         self.p.jobs.find(&query).await
     }
 
-    /// Up to `limit` jobs waiting for a worker (PENDING or RETRYING), oldest first,
-    /// skipping those whose retry-after is still in the future.
-    pub async fn pending_jobs(&self, limit: u64) -> Result<Vec<ClusterJob>> {
-        let filter = Filter::is_in("status", [JobStatus::Pending, JobStatus::Retrying])
+    /// Up to `limit` jobs in `scope` waiting for a worker (PENDING or RETRYING),
+    /// oldest first, skipping those whose retry-after is still in the future.
+    pub async fn pending_jobs(&self, scope: &JobScope, limit: u64) -> Result<Vec<ClusterJob>> {
+        let filter = scope
+            .waiting()
             .and(Filter::missing("retry_after").or(Filter::lte("retry_after", self.now())));
         self.p
             .jobs
@@ -328,15 +372,9 @@ impl ControlPlaneService {
             .await
     }
 
-    /// Number of jobs waiting for a worker, due or not.
-    pub async fn count_pending_jobs(&self) -> Result<u64> {
-        self.p
-            .jobs
-            .count(&Filter::is_in(
-                "status",
-                [JobStatus::Pending, JobStatus::Retrying],
-            ))
-            .await
+    /// Number of jobs in `scope` waiting for a worker, due or not.
+    pub async fn count_pending_jobs(&self, scope: &JobScope) -> Result<u64> {
+        self.p.jobs.count(&scope.waiting()).await
     }
 
     /// Lease name of a cluster's job lock.

@@ -131,13 +131,24 @@ impl ControlPlaneService {
             .await
     }
 
-    /// Recovers every stuck job (see [`stuck_jobs`](Self::stuck_jobs)). A job with
-    /// attempts left is retried and its cluster's job lock released; an exhausted
-    /// one fails, moving a CREATE's cluster to FAILED and a DESTROY's (or janitor
-    /// destroy's) to DESTROY_FAILED. Each job's changes commit atomically.
+    /// Recovers every stuck job (see [`stuck_jobs`](Self::stuck_jobs)) whose
+    /// worker no longer holds its cluster's job lock. A job with attempts left is
+    /// retried and its cluster's job lock released; an exhausted one fails, moving
+    /// a CREATE's cluster to FAILED and a DESTROY's (or janitor destroy's) to
+    /// DESTROY_FAILED. Each job's changes commit atomically.
+    ///
+    /// Run time alone does not make a job stuck: a job whose lock is live and
+    /// recorded for it (its worker keeps renewing it) is still being worked on,
+    /// however long it has run, and is left alone. Once that lock lapses, the next
+    /// start of the job takes it over with a higher fencing token, so writes fenced
+    /// by the old worker's lease are rejected.
     pub async fn recover_stuck_jobs(&self, stuck_after: Duration) -> Result<Vec<Recovery>> {
         let mut recovered = Vec::new();
         for job in self.stuck_jobs(stuck_after).await? {
+            if self.holds_live_lock(&job).await? {
+                tracing::debug!(job = %job.id, cluster = %job.cluster_id, "long-running job still holds its live job lock; not recovered");
+                continue;
+            }
             if let Some(action) = self.recover(&job, stuck_after).await? {
                 self.release_lock_of(&job).await?;
                 tracing::warn!(job = %job.id, cluster = %job.cluster_id, ?action, "recovered stuck job");
@@ -205,6 +216,21 @@ impl ControlPlaneService {
             }
         })
         .await
+    }
+
+    /// Whether the cluster's job lock is live and its record names `job` with the
+    /// live lease's fencing token, i.e. the job's worker still holds (and renews)
+    /// the lock. A lock held for another job does not protect this one.
+    async fn holds_live_lock(&self, job: &ClusterJob) -> Result<bool> {
+        let name = Self::job_lock_name(&job.cluster_id);
+        let Some(lease) = self.p.locks.current(&name).await? else {
+            return Ok(false);
+        };
+        let Some(record) = self.p.job_locks.get(&job.cluster_id).await? else {
+            return Ok(false);
+        };
+        Ok(record.job_id == job.id
+            && i64::try_from(lease.token()).ok() == Some(record.fencing_token))
     }
 
     /// Releases the cluster's job lock if the lock record says this job holds it.
