@@ -132,6 +132,30 @@ pub enum ExpiryClockSource {
 }
 
 /// Everything needed to open a store.
+///
+/// ```
+/// use std::time::Duration;
+/// use opstore_app::{Backend, StoreConfig};
+///
+/// let config = StoreConfig::from_url("postgres://app:s3cret@db.internal:5432/ops?sslmode=require")?;
+/// assert_eq!(config.url.backend(), Backend::Postgres);
+/// // The password reaches the driver only: Debug, Display and logs show `***`.
+/// let shown = format!("{config:?} {}", config.url);
+/// assert!(shown.contains("app:***@db.internal") && !shown.contains("s3cret"));
+///
+/// // The same from `OPSTORE_*` variables (here from a map instead of the environment).
+/// let vars = [("OPSTORE_URL", "mongodb://db.internal/?replicaSet=rs0"), ("OPSTORE_POOL_SIZE", "32")];
+/// let config = StoreConfig::from_lookup(|name| {
+///     vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+/// })?;
+/// assert_eq!((config.url.backend(), config.pool_size), (Backend::Mongo, 32));
+/// assert_eq!(config.operation_timeout, Duration::from_secs(30));
+///
+/// // Mistakes are validation errors that never echo a password.
+/// let err = StoreConfig::from_url("oracle://app:s3cret@db/ops").unwrap_err();
+/// assert!(err.is_validation() && !err.to_string().contains("s3cret"));
+/// # Ok::<(), opstore_domain::StoreError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Where.

@@ -13,6 +13,30 @@ use crate::config::StoreConfig;
 use crate::wiring;
 
 /// An open store with every domain entity migrated.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use opstore_app::{DataStore, StoreConfig};
+/// use opstore_domain::entities::errors::{ErrorRecord, Priority};
+/// use opstore_domain::{Filter, Repository, Timestamp};
+///
+/// // `StoreConfig::from_env()` in a service; the URL picks the backend.
+/// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+/// assert_eq!(store.health().await?.backend, "memory");
+///
+/// let errors = store.repository::<ErrorRecord>()?;
+/// let mut record = ErrorRecord::new("fp-1", "prod", "api-0", "OOMKilled", Priority::P1, Timestamp::now());
+/// record.id = "e1".into();
+/// errors.insert(&record).await?;
+/// assert_eq!(errors.count(&Filter::eq("namespace", "prod")).await?, 1);
+///
+/// // Locks, idempotency keys, checkpoints and the change feed come from the same store.
+/// let lease = store.locks().try_acquire("janitor", "worker-1", std::time::Duration::from_secs(30)).await?;
+/// assert!(lease.is_some());
+/// store.close().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DataStore {
     store: Arc<dyn Store>,

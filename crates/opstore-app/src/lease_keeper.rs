@@ -1,22 +1,32 @@
 //! Keeping a lease alive in the background, and stopping work when it is lost.
 //!
-//! ```no_run
-//! # async fn demo(locks: std::sync::Arc<dyn opstore_domain::LockManager>) -> opstore_domain::Result<()> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use opstore_app::lease_keeper::{LeaseKeeper, LeaseKeeperConfig};
+//! use opstore_app::{DataStore, StoreConfig};
 //!
+//! let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+//! let locks = store.locks();
 //! let ttl = Duration::from_secs(30);
 //! let Some(lease) = locks.try_acquire("reconciler", "worker-1", ttl).await? else {
 //!     return Ok(()); // someone else holds it
 //! };
-//! let keeper = LeaseKeeper::start(lease, locks, LeaseKeeperConfig::new(ttl, 1.0 / 3.0))?;
+//! // Renew every third of the TTL; the token fires if the lease is ever lost.
+//! let keeper = LeaseKeeper::start(lease, locks.clone(), LeaseKeeperConfig::new(ttl, 1.0 / 3.0))?;
 //! let guard = keeper.cancellation_token();
-//! tokio::select! {
-//!     _ = guard.cancelled() => tracing::warn!("lease lost; work stopped"),
-//!     _ = async { /* work, writing with keeper.lease().token() as fence */ } => {}
-//! }
-//! keeper.release().await
-//! # }
+//! let reconciled = tokio::select! {
+//!     _ = guard.cancelled() => false, // lease lost: stop before doing harm
+//!     n = async { /* work, fencing its writes with keeper.lease() */ 3 } => n == 3,
+//! };
+//! assert!(reconciled && !keeper.is_lost());
+//! let token = keeper.lease().token();
+//! keeper.release().await?;
+//! // Released: the next holder gets a larger fencing token.
+//! let next = locks.try_acquire("reconciler", "worker-2", ttl).await?.expect("free");
+//! assert!(next.token() > token);
+//! # Ok(()) }
 //! ```
 
 use std::fmt;

@@ -12,21 +12,38 @@
 //! out goes to the dead-letter collection ([`DeadLetter`]) or, in
 //! [`FailureMode::Stop`], stops the processor before its checkpoint.
 //!
-//! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn opstore_domain::Store>) -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use opstore_app::processor::{EventProcessor, HandlerError, ProcessorConfig, ProcessorPorts, StartFrom};
-//! use opstore_domain::{ChangeEvent, entities::dead_letter::DeadLetter, Entity};
-//! # let schema = DeadLetter::schema();
-//! let config = ProcessorConfig::new("quarantine", schema, StartFrom::Beginning);
-//! let ports = ProcessorPorts::from_store(&*store)?;
-//! let handle = EventProcessor::new(config, ports, |event: ChangeEvent| async move {
-//!     tracing::info!(key = %event.key, "changed");
-//!     Ok::<(), HandlerError>(())
+//! use opstore_app::{DataStore, StoreConfig};
+//! use opstore_domain::entities::errors::{ErrorRecord, Priority};
+//! use opstore_domain::{ChangeEvent, Entity, Repository, Timestamp};
+//! use tokio::sync::mpsc;
+//!
+//! let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+//! let (seen_tx, mut seen) = mpsc::unbounded_channel();
+//! let config = ProcessorConfig::new("pager", ErrorRecord::schema(), StartFrom::Beginning);
+//! let ports = ProcessorPorts::from_store(store.store().as_ref())?;
+//! let handle = EventProcessor::new(config, ports, move |event: ChangeEvent| {
+//!     let seen_tx = seen_tx.clone();
+//!     async move {
+//!         seen_tx.send(event.key).map_err(|_| HandlerError::permanent("receiver gone"))
+//!     }
 //! })
 //! .spawn();
-//! // ... later: drain in-flight work and write the checkpoint.
+//!
+//! let mut record = ErrorRecord::new("fp-1", "prod", "api-0", "OOMKilled", Priority::P1, Timestamp::now());
+//! record.id = "e1".into();
+//! store.repository::<ErrorRecord>()?.insert(&record).await?;
+//! assert_eq!(seen.recv().await.as_deref(), Some("e1"));
+//!
+//! // A graceful stop finishes in-flight work and writes the checkpoint, which the
+//! // next start of a processor with the same name resumes from.
 //! let report = handle.stop().await?;
-//! # let _ = report; Ok(()) }
+//! assert_eq!(report.stats.handled, 1);
+//! assert_eq!(store.checkpoints().load("pager").await?, report.checkpoint);
+//! # Ok(()) }
 //! ```
 //!
 //! [`DeadLetter`]: opstore_domain::entities::dead_letter::DeadLetter

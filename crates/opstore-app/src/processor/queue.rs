@@ -33,6 +33,50 @@ use super::{
 /// work as in [`EventProcessor`](super::EventProcessor); on a stop failure the
 /// worker that failed takes no further events, the others finish the event in
 /// hand, and the checkpoint stays before the failed event.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::num::NonZeroUsize;
+/// use opstore_app::processor::{PartitionKey, ProcessorConfig, ProcessorPorts, QueueConfig};
+/// use opstore_app::processor::{QueueEventProcessor, StartFrom};
+/// use opstore_app::services::health::HealthEventService;
+/// use opstore_app::{DataStore, StoreConfig};
+/// use opstore_domain::entities::health::{HealthEvent, HealthEventRecord};
+/// use opstore_domain::{ChangeEvent, Entity};
+/// use tokio::sync::mpsc;
+///
+/// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+/// let (done_tx, mut done) = mpsc::unbounded_channel();
+/// // Four workers; all events of one node go to the same worker, in feed order.
+/// let queue = QueueConfig {
+///     workers: NonZeroUsize::new(4).unwrap(),
+///     queue_capacity: NonZeroUsize::new(64).unwrap(),
+///     partition: PartitionKey::Field("healthevent.nodename".into()),
+/// };
+/// let config = ProcessorConfig::new("quarantine", HealthEventRecord::schema(), StartFrom::Beginning);
+/// let ports = ProcessorPorts::from_store(store.store().as_ref())?;
+/// let handle = QueueEventProcessor::new(config, queue, ports, move |event: ChangeEvent| {
+///     let done_tx = done_tx.clone();
+///     async move {
+///         let _ = done_tx.send(event.key);
+///         Ok(())
+///     }
+/// })
+/// .spawn();
+///
+/// let health = HealthEventService::new(store.store().clone())?;
+/// for node in ["gpu-1", "gpu-2", "gpu-1"] {
+///     let event = HealthEvent { node_name: node.into(), is_fatal: true, ..HealthEvent::default() };
+///     health.create(event).await?;
+/// }
+/// for _ in 0..3 {
+///     done.recv().await;
+/// }
+/// let report = handle.stop().await?;
+/// assert_eq!(report.stats.handled, 3);
+/// # Ok(()) }
+/// ```
 pub struct QueueEventProcessor {
     core: Core,
     queue: QueueConfig,
