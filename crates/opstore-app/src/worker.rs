@@ -131,6 +131,87 @@ impl AckCount {
 }
 
 /// The queue primitives over one job collection.
+///
+/// A claim that lapses is requeued and may be taken by another worker; the first
+/// worker's acknowledgement then carries a stale claim token and is rejected:
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema, Timestamp};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Drain {
+/// #     id: String,
+/// #     status: String,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     due_at: Option<Timestamp>,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     claimed_by: Option<String>,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     claim_token: Option<String>,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     claimed_until: Option<Timestamp>,
+/// # }
+/// # static DRAIN: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("drains", "id")
+/// #         .field(Field::new("status", FieldType::String).indexed())
+/// #         .field(Field::new("due_at", FieldType::Timestamp).indexed().optional())
+/// #         .field(Field::new("claimed_by", FieldType::String).optional())
+/// #         .field(Field::new("claim_token", FieldType::String).optional())
+/// #         .field(Field::new("claimed_until", FieldType::Timestamp).indexed().optional())
+/// #         .build()
+/// # });
+/// # impl Entity for Drain {
+/// #     fn schema() -> &'static Schema { &DRAIN }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # fn drain(id: &str, due_at: Timestamp) -> Drain {
+/// #     Drain { id: id.into(), status: "pending".into(), due_at: Some(due_at),
+/// #             claimed_by: None, claim_token: None, claimed_until: None }
+/// # }
+/// # fn updates() -> opstore_app::worker::QueueUpdates {
+/// #     use opstore_app::worker::{Completion, FailurePolicy, QueueUpdates};
+/// #     use opstore_domain::Update;
+/// #     QueueUpdates {
+/// #         on_claim: Update::new().set("status", "running"),
+/// #         on_success: Completion::Update(Update::new().set("status", "done")),
+/// #         on_failure: FailurePolicy { update: Update::new().set("status", "failed"), retry_after: None },
+/// #         on_requeue: Update::new().set("status", "pending"),
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use opstore_app::worker::{Claim, JobQueue, QueueFields};
+/// use opstore_app::{DataStore, StoreConfig};
+/// use opstore_domain::{Clock, ManualClock, Repository};
+///
+/// let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+/// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+/// let drains = Arc::new(store.repository::<Drain>()?);
+/// // `updates()` sets `status` on claim, success, failure and requeue.
+/// let queue = JobQueue::new(drains.clone(), QueueFields::standard(), updates())?
+///     .with_clock(Arc::new(clock.clone()));
+/// drains.insert(&drain("node-7", clock.now())).await?;
+///
+/// let ttl = Duration::from_secs(60);
+/// let first = queue.claim("worker-a", 10, ttl).await?;
+/// assert_eq!(first.jobs.len(), 1);
+/// let stale = Claim { key: "node-7".into(), token: first.token.clone() };
+///
+/// // worker-a stalls past its claim; the job is requeued and worker-b takes it.
+/// clock.advance(Duration::from_secs(61));
+/// assert_eq!(queue.requeue_expired().await?, 1);
+/// let second = queue.claim("worker-b", 10, ttl).await?;
+/// assert_eq!(second.jobs[0].claimed_by.as_deref(), Some("worker-b"));
+///
+/// // worker-a's late acknowledgement is rejected; worker-b's applies.
+/// assert_eq!(queue.ack(&[stale]).await?.rejected, 1);
+/// let held = Claim { key: "node-7".into(), token: second.token };
+/// assert_eq!(queue.ack(&[held]).await?.acked, 1);
+/// assert_eq!(drains.get("node-7").await?.map(|d| d.status).as_deref(), Some("done"));
+/// # Ok(()) }
+/// ```
 pub struct JobQueue<T: Entity> {
     jobs: Arc<dyn Repository<T>>,
     fields: QueueFields,
@@ -415,6 +496,98 @@ fn locked(out: &Outstanding) -> std::sync::MutexGuard<'_, HashMap<Claim, Cancell
 }
 
 /// Runs a handler over a [`JobQueue`].
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # use opstore_domain::{Entity, Field, FieldType, Schema, Timestamp};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Drain {
+/// #     id: String,
+/// #     status: String,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     due_at: Option<Timestamp>,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     claimed_by: Option<String>,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     claim_token: Option<String>,
+/// #     #[serde(default, skip_serializing_if = "Option::is_none")]
+/// #     claimed_until: Option<Timestamp>,
+/// # }
+/// # static DRAIN: LazyLock<Schema> = LazyLock::new(|| {
+/// #     Schema::builder("drains", "id")
+/// #         .field(Field::new("status", FieldType::String).indexed())
+/// #         .field(Field::new("due_at", FieldType::Timestamp).indexed().optional())
+/// #         .field(Field::new("claimed_by", FieldType::String).optional())
+/// #         .field(Field::new("claim_token", FieldType::String).optional())
+/// #         .field(Field::new("claimed_until", FieldType::Timestamp).indexed().optional())
+/// #         .build()
+/// # });
+/// # impl Entity for Drain {
+/// #     fn schema() -> &'static Schema { &DRAIN }
+/// #     fn key(&self) -> String { self.id.clone() }
+/// # }
+/// # fn drain(id: &str, due_at: Timestamp) -> Drain {
+/// #     Drain { id: id.into(), status: "pending".into(), due_at: Some(due_at),
+/// #             claimed_by: None, claim_token: None, claimed_until: None }
+/// # }
+/// # fn updates() -> opstore_app::worker::QueueUpdates {
+/// #     use opstore_app::worker::{Completion, FailurePolicy, QueueUpdates};
+/// #     use opstore_domain::Update;
+/// #     QueueUpdates {
+/// #         on_claim: Update::new().set("status", "running"),
+/// #         on_success: Completion::Update(Update::new().set("status", "done")),
+/// #         on_failure: FailurePolicy { update: Update::new().set("status", "failed"), retry_after: None },
+/// #         on_requeue: Update::new().set("status", "pending"),
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::num::NonZeroUsize;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use opstore_app::worker::{ClaimedJob, JobQueue, JobWorker, JobWorkerConfig, QueueFields};
+/// use opstore_app::{DataStore, StoreConfig};
+/// use opstore_domain::{Filter, Repository};
+/// use tokio::sync::mpsc;
+/// use tokio_util::sync::CancellationToken;
+///
+/// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+/// let drains = Arc::new(store.repository::<Drain>()?);
+/// let now = Timestamp::now();
+/// drains.insert_many(&[drain("n1", now), drain("n2", now), drain("n3", now)]).await?;
+///
+/// let queue = JobQueue::new(drains.clone(), QueueFields::standard(), updates())?;
+/// let config = JobWorkerConfig {
+///     owner: "drainer-1".into(),
+///     batch_size: NonZeroUsize::new(2).unwrap(),
+///     concurrency: NonZeroUsize::new(2).unwrap(),
+///     ack_batch: NonZeroUsize::new(8).unwrap(),
+///     ack_interval: Duration::from_millis(10),
+///     claim_ttl: Duration::from_secs(30),
+///     idle_poll: Duration::from_millis(10),
+///     requeue_every: Some(Duration::from_secs(10)),
+/// };
+/// let (done_tx, mut done) = mpsc::unbounded_channel();
+/// let handler = move |job: ClaimedJob<Drain>| {
+///     let done_tx = done_tx.clone();
+///     async move {
+///         // `job.claim_lost` fires if the claim lapses: stop, the outcome would be rejected.
+///         let _ = done_tx.send(job.job.id);
+///         Ok(())
+///     }
+/// };
+/// let stop = CancellationToken::new();
+/// let worker = tokio::spawn(JobWorker::new(queue, config)?.run(handler, stop.clone()));
+/// for _ in 0..3 {
+///     done.recv().await;
+/// }
+/// // A stop waits for running handlers and writes every outcome before returning.
+/// stop.cancel();
+/// let stats = worker.await??;
+/// assert_eq!(stats.succeeded, 3);
+/// assert_eq!(drains.count(&Filter::eq("status", "done")).await?, 3);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct JobWorker<T: Entity> {
     queue: JobQueue<T>,

@@ -113,6 +113,33 @@ impl<T: Entity> EntityRepository<T> {
     }
 
     /// The first entity (in default order) whose non-key `field` equals `value`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use opstore_app::services::automation::{EntityRepository, NoRawQuery};
+    /// use opstore_app::services::repository;
+    /// use opstore_app::{DataStore, StoreConfig};
+    /// use opstore_domain::entities::automation::User;
+    /// use opstore_domain::{Timestamp, json};
+    ///
+    /// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+    /// let users = EntityRepository::<User>::new(repository(store.store().as_ref())?, Arc::new(NoRawQuery("memory")));
+    /// let now = Timestamp::now();
+    /// users.create(&User {
+    ///     user_id: "u1".into(), user_address: "0xabc".into(), email_id: None,
+    ///     job_ids: Default::default(), opx_consumed: "0".into(), total_jobs: 0, total_tasks: 0,
+    ///     created_at: now, last_updated_at: now,
+    /// }).await?;
+    ///
+    /// let found = users.get_by_non_id("user_address", json!("0xabc")).await?;
+    /// assert_eq!(found.map(|u| u.user_id).as_deref(), Some("u1"));
+    /// // Native query text is an explicit escape hatch: unsupported unless one is wired.
+    /// let raw = users.execute_query("SELECT * FROM user_data", &[]).await.unwrap_err();
+    /// assert!(raw.is_unsupported());
+    /// # Ok(()) }
+    /// ```
     pub async fn get_by_non_id(&self, field: &str, value: Value) -> Result<Option<T>> {
         self.repo.get_by_field(field, value).await
     }

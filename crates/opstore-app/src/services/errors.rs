@@ -147,6 +147,28 @@ impl ErrorService {
     /// stored record: count + 1, first seen = the earlier, last seen = the later.
     /// Each merge step is a single conditional write, so concurrent saves of one
     /// fingerprint converge to the same result in any order.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use opstore_app::services::errors::{ErrorService, ErrorServiceConfig};
+    /// use opstore_app::{DataStore, StoreConfig};
+    /// use opstore_domain::entities::errors::{ErrorRecord, Priority};
+    /// use opstore_domain::Timestamp;
+    ///
+    /// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+    /// let errors = ErrorService::new(store.store().as_ref(), ErrorServiceConfig { max_errors: None })?;
+    /// let at = |s: &str| s.parse::<Timestamp>();
+    /// let seen = |t| ErrorRecord::new("crashloop/api", "prod", "api-0", "CrashLoopBackOff", Priority::P1, t);
+    ///
+    /// let first = errors.save(seen(at("2026-01-01T10:00:00Z")?)).await?;
+    /// let again = errors.save(seen(at("2026-01-01T10:05:00Z")?)).await?;
+    /// // The same fingerprint is one record, counted twice.
+    /// assert_eq!(again.id, first.id);
+    /// assert_eq!(again.count, 2);
+    /// assert_eq!(again.last_seen, at("2026-01-01T10:05:00Z")?);
+    /// # Ok(()) }
+    /// ```
     pub async fn save(&self, mut err: ErrorRecord) -> Result<ErrorRecord> {
         for _ in 0..SAVE_ATTEMPTS {
             if let Some(existing) = self.get_by_fingerprint(&err.fingerprint).await? {

@@ -348,6 +348,28 @@ impl HealthEventService {
     /// quarantined) does every event of the node created at or after it, whose
     /// status is `Quarantined` or `AlreadyQuarantined`, become `Cancelled`. Runs in
     /// one transaction and returns how many events changed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use opstore_app::services::health::{CreateOutcome, HealthEventService};
+    /// use opstore_app::{DataStore, StoreConfig};
+    /// use opstore_domain::entities::health::{HealthEvent, QuarantineStatus};
+    ///
+    /// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+    /// let health = HealthEventService::new(store.store().clone())?;
+    /// let fault = HealthEvent { node_name: "gpu-7".into(), is_fatal: true, ..HealthEvent::default() };
+    /// let CreateOutcome::Created(event) = health.create(fault).await? else { unreachable!() };
+    /// health.update_quarantine_status(&event.id, QuarantineStatus::Quarantined).await?;
+    ///
+    /// // An operator uncordoned gpu-7 by hand: automation must not touch it any more.
+    /// assert_eq!(health.cancel_latest_quarantine("gpu-7").await?, 1);
+    /// let event = health.get(&event.id).await?.expect("stored");
+    /// assert_eq!(event.status.node_quarantined, Some(QuarantineStatus::Cancelled));
+    /// // Nothing is left to cancel.
+    /// assert_eq!(health.cancel_latest_quarantine("gpu-7").await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel_latest_quarantine(&self, node: &str) -> Result<u64> {
         let node = node.to_owned();
         run_transaction(self.store.as_ref(), TxOptions::default(), move |tx| {

@@ -195,6 +195,30 @@ impl ControlPlaneService {
     /// response. `Conflict` while the first is still running, or when the key was
     /// used for a different request. A failed `work` releases the key so the
     /// request can be retried.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use opstore_app::services::control_plane::{ControlPlaneService, Idempotent};
+    /// use opstore_app::{DataStore, StoreConfig};
+    /// use opstore_domain::json;
+    ///
+    /// let store = DataStore::open(&StoreConfig::from_url("memory://")?).await?;
+    /// let plane = ControlPlaneService::new(store.store().clone())?;
+    /// let ttl = Duration::from_secs(3600);
+    /// let request = || async { Ok(json!({"cluster": "clu_1", "status": "PENDING"})) };
+    ///
+    /// let first = plane.idempotent("req-1", "create web", ttl, request).await?;
+    /// assert!(matches!(first, Idempotent::Fresh(_)));
+    /// // The client retries: the stored response comes back and the work does not run.
+    /// let retry = plane.idempotent("req-1", "create web", ttl, || async { unreachable!() }).await?;
+    /// assert_eq!(retry, Idempotent::Replayed(json!({"cluster": "clu_1", "status": "PENDING"})));
+    /// // The same key for another request is a conflict.
+    /// let misuse = plane.idempotent("req-1", "delete web", ttl, request).await;
+    /// assert!(misuse.unwrap_err().is_conflict());
+    /// # Ok(()) }
+    /// ```
     pub async fn idempotent<F, Fut>(
         &self,
         key: &str,
