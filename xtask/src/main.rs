@@ -4,6 +4,8 @@
 //!   check, and every test suite, starting the database servers the suites need.
 //! - `cargo xtask codegen [--check]`: writes (or checks) the generated schema files.
 //! - `cargo xtask bench [memory|postgres|mongo|scylla|processors|all]`: runs benchmarks.
+//! - `cargo xtask soak [--cases N] [--rounds N]`: the property and fault suites with
+//!   many more cases.
 //!
 //! Only the standard library and serde_json, so the task builds in seconds.
 
@@ -11,6 +13,7 @@ mod bench;
 mod codegen;
 mod run;
 mod servers;
+mod soak;
 mod suites;
 mod workspace;
 
@@ -29,6 +32,11 @@ commands:
         write the generated schema files; --check fails if any is stale.
   bench [memory|postgres|mongo|scylla|processors|all]...
         run the benchmarks (default: all), starting the servers they need.
+  soak [--cases N] [--rounds N]
+        start the test servers, then run the differential and statement-structure
+        suites with OPSTORE_SOAK_CASES=N (default 2000) and every fault_* suite
+        N rounds (default 2) with a new OPSTORE_FAULT_SEED each; ends with a
+        summary line per step and a final `N passed, N failed` line.
   with-servers [--postgres] [--mongo] -- COMMAND...
         start the test servers (default: both), run COMMAND with their
         OPSTORE_* variables set, then stop them; for running single tests.
@@ -81,6 +89,7 @@ fn main() -> ExitCode {
         Some("test") => suites::main(rest),
         Some("codegen") => codegen::main(rest),
         Some("bench") => bench::main(rest),
+        Some("soak") => soak::main(rest),
         Some("with-servers") => with_servers(rest),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
