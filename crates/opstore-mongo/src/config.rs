@@ -26,6 +26,31 @@ pub enum ExpiryClock {
 ///
 /// There is no `Default`: the URL and database are decisions. [`MongoConfig::new`]
 /// fills the rest with the values documented on each field.
+///
+/// ```
+/// use std::time::Duration;
+/// use opstore_mongo::MongoConfig;
+///
+/// let mut config = MongoConfig::new("mongodb://ops:s3cret@db1:27017,db2:27017/?replicaSet=rs0", "ops");
+/// config.feed_retention = Some(Duration::from_secs(24 * 3600));
+/// assert_eq!(config.operation_timeout, Duration::from_secs(30));
+///
+/// // The password stays out of Debug output (and so out of logs).
+/// let shown = format!("{config:?}");
+/// assert!(shown.contains("ops:***@db1") && !shown.contains("s3cret"), "{shown}");
+/// ```
+///
+/// Connecting (needs a server; transactions and change streams need a replica set):
+///
+/// ```no_run
+/// # async fn connect() -> opstore_domain::Result<()> {
+/// use opstore_domain::Store;
+/// use opstore_mongo::{MongoConfig, MongoStore};
+///
+/// let store = MongoStore::connect(MongoConfig::new("mongodb://db1:27017/?replicaSet=rs0", "ops")).await?;
+/// println!("transactions: {}", store.capabilities().transactions);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct MongoConfig {
     /// `mongodb://` or `mongodb+srv://` URL. May hold credentials; it is never

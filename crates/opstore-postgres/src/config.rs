@@ -16,6 +16,35 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// TLS follows `sslmode` in the URL (`disable`, `prefer`, `require`,
 /// `verify-ca`, `verify-full`) and uses rustls. `Debug` and every error message
 /// show the URL with its password replaced by `***`.
+///
+/// ```
+/// use std::time::Duration;
+/// use opstore_postgres::PgConfig;
+///
+/// let mut config = PgConfig::from_url("postgres://app:s3cret@db.internal:5432/ops?sslmode=require");
+/// config.schema = Some("ops".into());
+/// config.statement_timeout = Some(Duration::from_secs(10));
+/// assert_eq!(config.schema_name(), "ops");
+/// assert_eq!(config.max_connections, 10);
+///
+/// // The password stays out of Debug output (and so out of logs).
+/// let shown = format!("{config:?}");
+/// assert!(shown.contains("app:***@db.internal") && !shown.contains("s3cret"), "{shown}");
+/// assert_eq!(config.redacted_url(), "postgres://app:***@db.internal:5432/ops?sslmode=require");
+/// ```
+///
+/// Connecting (needs a server):
+///
+/// ```no_run
+/// # async fn connect() -> opstore_domain::Result<()> {
+/// use opstore_domain::Store;
+/// use opstore_postgres::{PgConfig, PgStore};
+///
+/// let store = PgStore::connect(PgConfig::from_url("postgres://app:s3cret@db.internal/ops")).await?;
+/// store.migrate(&opstore_domain::entities::all_schemas()).await?;
+/// println!("{:?}", store.health().await?);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PgConfig {
     /// `postgres://user:password@host:port/database?sslmode=...`.

@@ -9,6 +9,37 @@
 //! Multi-document transactions are not available.
 //!
 //! Every module talks to the driver through the [`CqlSession`] seam.
+//!
+//! A [`ScyllaConfig`] comes from a URL; its `Debug` output names the user but
+//! never the password:
+//!
+//! ```
+//! use opstore_scylla::ScyllaConfig;
+//!
+//! let config = ScyllaConfig::from_url(
+//!     "scylla://app:s3cret@node1:9042,node2/ops?consistency=local_quorum&timeout=5s",
+//! )?;
+//! assert_eq!(config.hosts, ["node1:9042", "node2:9042"]);
+//! assert_eq!(config.keyspace, "ops");
+//! let shown = format!("{config:?}");
+//! assert!(shown.contains("app") && !shown.contains("s3cret"), "{shown}");
+//! // Errors never repeat the password either.
+//! let err = ScyllaConfig::from_url("scylla://app:s3cret@node1").unwrap_err();
+//! assert!(err.is_validation() && !err.to_string().contains("s3cret"));
+//! # Ok::<(), opstore_domain::StoreError>(())
+//! ```
+//!
+//! Connecting needs a cluster:
+//!
+//! ```no_run
+//! # async fn connect() -> opstore_domain::Result<()> {
+//! use opstore_domain::Store;
+//! use opstore_scylla::{ScyllaConfig, ScyllaStore};
+//!
+//! let store = ScyllaStore::connect(ScyllaConfig::from_url("scylla://node1:9042/ops")?).await?;
+//! store.migrate(&opstore_domain::entities::all_schemas()).await?;
+//! # Ok(()) }
+//! ```
 
 #[cfg(feature = "bench")]
 pub mod bench;
