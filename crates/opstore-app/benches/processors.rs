@@ -42,7 +42,7 @@ fn main() {
     let events = std::env::var("OPSTORE_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(Scale::from_env().pick(20_000u64, 5_000));
+        .unwrap_or(Scale::from_env().pick(20_000u64, 5_000, 500));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -140,6 +140,36 @@ async fn scylla(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     ))
 }
 
+/// The benchmark figure types [`bench`] speaks, re-exported for its callers.
+#[cfg(feature = "bench")]
+pub use opstore_testkit::bench::{BenchError, Better, Figure, Scale};
+
+/// Runs the benchmark scenarios of the backend a configuration selects, each
+/// against that backend's raw-driver baseline in the same run, in a schema,
+/// database or keyspace of their own (feature `bench`).
+///
+/// The scenarios live in the adapter crates (`opstore_memory::bench` and its
+/// siblings): only an adapter knows its driver. A backend whose Cargo feature is
+/// off is an error naming the feature.
+#[cfg(feature = "bench")]
+pub async fn bench(
+    config: &StoreConfig,
+    scale: Scale,
+) -> std::result::Result<Vec<Figure>, BenchError> {
+    match config.url.backend() {
+        #[cfg(feature = "memory")]
+        Backend::Memory => opstore_memory::bench::run(scale).await,
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => opstore_postgres::bench::run(config.url.expose(), scale).await,
+        #[cfg(feature = "mongo")]
+        Backend::Mongo => opstore_mongo::bench::run(config.url.expose(), scale).await,
+        #[cfg(feature = "scylla")]
+        Backend::Scylla => opstore_scylla::bench::run(config.url.expose(), scale).await,
+        #[allow(unreachable_patterns)]
+        other => Err(BenchError::msg(feature_off(other).to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

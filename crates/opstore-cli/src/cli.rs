@@ -51,8 +51,30 @@ pub enum Command {
     },
     /// Run the remediation pipeline demo and check its invariants.
     Demo(DemoArgs),
-    /// Benchmarks (run through `cargo xtask bench`).
-    Bench,
+    /// Run the backend's benchmark scenarios against its raw driver and print
+    /// the ratios.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `opstore bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Sizes and rounds: `full` (the goals' sizes), `quick` (fewer rounds, every
+    /// scenario kept) or `smoke` (one tiny round; checks the output, the figures
+    /// mean nothing). Default: `full`, or `OPSTORE_BENCH_QUICK` when set.
+    #[arg(long, value_enum)]
+    pub scale: Option<BenchScale>,
+}
+
+/// The sizes `opstore bench` runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchScale {
+    /// The sizes the goals were set with.
+    Full,
+    /// Fewer rounds and smaller sizes, every scenario kept.
+    Quick,
+    /// One tiny round of every scenario.
+    Smoke,
 }
 
 /// Arguments of `opstore watch`.

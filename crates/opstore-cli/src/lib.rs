@@ -98,7 +98,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let config = config(&cli.url)?;
             commands::demo::run(&config, &args, format, &mut stdout).await?;
         }
-        Command::Bench => commands::bench::run(&mut stdout)?,
+        Command::Bench(args) => {
+            commands::bench::run(&config(&cli.url)?, &args, format, &mut stdout).await?
+        }
     }
     stdout.flush()?;
     Ok(())

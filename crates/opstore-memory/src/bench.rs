@@ -174,13 +174,13 @@ fn spread(xs: &[f64]) -> String {
 /// <= 2), insert (goal <= 3), and an indexed equality find against a full scan
 /// (goal: at least 100x faster, ratio <= 0.01).
 pub async fn run(scale: Scale) -> BenchResult<Vec<Figure>> {
-    // The find speed-up grows with the collection, so both scales keep 100k items.
-    let n = 100_000;
+    // The find speed-up grows with the collection, so the quick scale keeps 100k items.
+    let n = scale.pick(100_000, 100_000, 2_000);
     let rounds: usize = std::env::var("OPSTORE_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .filter(|&r| r > 0)
-        .unwrap_or(scale.pick(5, 3));
+        .unwrap_or(scale.pick(5, 3, 1));
     let docs = items("k", n);
 
     // Warm-up: fault in the allocator's pages and the code paths.

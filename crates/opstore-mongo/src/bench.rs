@@ -49,7 +49,7 @@ fn figure(name: &str, ours: Duration, raw: Duration, calls: usize) -> Figure {
 /// Runs every MongoDB scenario on the server at `url`, in a database of its own
 /// that is dropped afterwards, and returns its figures.
 pub async fn run(url: &str, scale: Scale) -> BenchResult<Vec<Figure>> {
-    let rounds: usize = scale.pick(300, 150);
+    let rounds: usize = scale.pick(300, 150, 20);
     let database = format!(
         "bench_{}_{}",
         std::process::id(),
@@ -221,7 +221,7 @@ async fn scenarios(store: &MongoStore, rounds: usize, scale: Scale) -> BenchResu
     let start = Instant::now();
     repo.insert_many(&many).await?;
     let batched = per_op(start.elapsed(), many.len());
-    let singles = scale.pick(1000, 500);
+    let singles = scale.pick(1000, 500, 50);
     let start = Instant::now();
     for i in 0..singles {
         repo.insert(&item(&format!("s{i}")).build()).await?;

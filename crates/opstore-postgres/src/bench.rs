@@ -32,7 +32,7 @@ fn rounds(scale: Scale) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or(scale.pick(41, 11))
+        .unwrap_or(scale.pick(41, 11, 2))
 }
 
 fn lock_error() -> BenchError {
@@ -399,11 +399,11 @@ struct Times {
 /// queue for a connection behind the inserts whenever commits slow down.
 async fn feed_latency(store: &PgStore, scale: Scale) -> BenchResult<Figure> {
     const RATE: u64 = 2_000;
-    let warmup: usize = scale.pick(1_000, 500);
+    let warmup: usize = scale.pick(1_000, 500, 50);
     let mut config = store.config().clone();
     config.max_connections = 32;
     let writers = PgStore::connect(config).await?;
-    let total = warmup + scale.pick(10_000, 4_000);
+    let total = warmup + scale.pick(10_000, 4_000, 200);
     let times: Arc<Mutex<HashMap<String, Times>>> = Arc::default();
     let mut stream = store
         .change_feed()

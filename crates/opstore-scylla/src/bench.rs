@@ -24,8 +24,8 @@ static ROWS: LazyLock<Schema> = LazyLock::new(|| {
 /// Runs every ScyllaDB scenario on the server at `url` (a `scylla://` URL), in
 /// the keyspace `opstore_bench`, and returns its figures.
 pub async fn run(url: &str, scale: Scale) -> BenchResult<Vec<Figure>> {
-    let n = scale.pick(20_000, 5_000);
-    let gets = scale.pick(2_000, 500);
+    let n = scale.pick(20_000, 5_000, 500);
+    let gets = scale.pick(2_000, 500, 50);
     let mut config = ScyllaConfig::from_url(url)?;
     config.keyspace = "opstore_bench".into();
     let store = ScyllaStore::connect(config.clone()).await?;

@@ -252,22 +252,28 @@ pub enum Scale {
     /// Fewer rounds and smaller sizes, every scenario still run: what
     /// `cargo xtask bench` uses so the whole run fits in ten minutes on two cores.
     Quick,
+    /// The smallest sizes that still run every scenario once, for tests of the
+    /// output: the figures mean nothing.
+    Smoke,
 }
 
 impl Scale {
-    /// `Quick` when `OPSTORE_BENCH_QUICK` is set to anything but empty or `0`.
+    /// `Quick` when `OPSTORE_BENCH_QUICK` is set to anything but empty or `0`
+    /// (`smoke` selects `Smoke`), else `Full`.
     pub fn from_env() -> Scale {
         match std::env::var("OPSTORE_BENCH_QUICK") {
+            Ok(v) if v == "smoke" => Scale::Smoke,
             Ok(v) if !v.is_empty() && v != "0" => Scale::Quick,
             _ => Scale::Full,
         }
     }
 
-    /// `full` at full scale, `quick` otherwise.
-    pub fn pick<T>(self, full: T, quick: T) -> T {
+    /// The size or count for this scale.
+    pub fn pick<T>(self, full: T, quick: T, smoke: T) -> T {
         match self {
             Scale::Full => full,
             Scale::Quick => quick,
+            Scale::Smoke => smoke,
         }
     }
 }
