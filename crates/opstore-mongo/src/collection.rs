@@ -14,7 +14,7 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{
     AggregateOptions, CountOptions, FindOneAndUpdateOptions, FindOptions, ReturnDocument,
 };
-use opstore_domain::schema::check_key;
+use opstore_domain::schema::{FieldType, check_key};
 use opstore_domain::{
     Agg, Collection, Filter, Page, Query, Result, Schema, StoreError, UpdateCount, Upserted, Value,
     eval,
@@ -740,8 +740,11 @@ impl Collection for MongoCollection {
             .collect())
     }
 
+    /// The sum of an `Int` field is computed in decimal and converted back, so
+    /// a sum past the 64-bit range is a float as in the reference (MongoDB-wire
+    /// servers differ there: MongoDB answers a double, some fail the `$sum`).
     async fn aggregate(&self, filter: &Filter, path: &str, agg: Agg) -> Result<Value> {
-        self.schema.check_aggregate(path, Some(agg))?;
+        let ty = self.schema.check_aggregate(path, Some(agg))?;
         let filter = self.checked_filter(filter)?;
         let field = if path == self.schema.key() {
             "$_id".to_owned()
@@ -753,9 +756,14 @@ impl Collection for MongoCollection {
             Agg::Min => "$min",
             Agg::Max => "$max",
         };
+        let operand = if agg == Agg::Sum && ty == FieldType::Int {
+            Bson::Document(doc! { "$toDecimal": field })
+        } else {
+            Bson::String(field)
+        };
         let pipeline = vec![
             doc! { "$match": filter },
-            doc! { "$group": { "_id": Bson::Null, "v": { op: field } } },
+            doc! { "$group": { "_id": Bson::Null, "v": { op: operand } } },
         ];
         let docs = self
             .aggregate_docs(pipeline)
@@ -765,7 +773,10 @@ impl Collection for MongoCollection {
             .into_iter()
             .next()
             .and_then(|mut d| d.remove("v"))
-            .map(translate::to_json);
+            .map(|v| match v {
+                Bson::Decimal128(d) => translate::decimal_to_json(&d),
+                other => translate::to_json(other),
+            });
         Ok(value.unwrap_or_else(|| eval::aggregate_start(agg)))
     }
 

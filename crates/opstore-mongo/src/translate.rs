@@ -96,6 +96,19 @@ pub fn to_json(b: Bson) -> Value {
     }
 }
 
+/// A decimal (an exact sum) as JSON: an integer when it is one that fits 64
+/// bits, otherwise the nearest float, as the reference sums numbers.
+pub fn decimal_to_json(d: &mongodb::bson::Decimal128) -> Value {
+    let text = d.to_string();
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::from(i);
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
 /// A stored document back to the entity's JSON: drops `_id` and hidden fields.
 pub fn from_stored(mut d: Document) -> Value {
     d.remove("_id");
@@ -541,6 +554,20 @@ mod tests {
         assert!(
             err.is_validation() && err.to_string().contains("16 MiB"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn decimal_sums_become_integers_or_floats() {
+        let dec = |s: &str| s.parse::<mongodb::bson::Decimal128>().unwrap();
+        assert_eq!(decimal_to_json(&dec("42")), json!(42));
+        assert_eq!(
+            decimal_to_json(&dec("-9223372036854775808")),
+            json!(i64::MIN)
+        );
+        assert_eq!(
+            decimal_to_json(&dec("9223372036854775808")),
+            json!(9.223_372_036_854_776e18)
         );
     }
 
