@@ -96,14 +96,47 @@ pub fn values_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Numbers compare by their exact value, as PostgreSQL's `numeric` and MongoDB
+/// do: an integer and a float are not rounded to a common type first, so
+/// `2^53 + 1` is greater than the float `2^53`.
 fn compare_numbers(x: &Number, y: &Number) -> Ordering {
-    match (x.as_i64(), y.as_i64()) {
+    match (exact_int(x), exact_int(y)) {
         (Some(a), Some(b)) => a.cmp(&b),
-        _ => {
+        (Some(a), None) => compare_int_float(a, y.as_f64().unwrap_or(f64::NAN)),
+        (None, Some(b)) => compare_int_float(b, x.as_f64().unwrap_or(f64::NAN)).reverse(),
+        (None, None) => {
             let a = x.as_f64().unwrap_or(f64::NAN);
             let b = y.as_f64().unwrap_or(f64::NAN);
             a.partial_cmp(&b).unwrap_or(Ordering::Equal)
         }
+    }
+}
+
+/// An integer JSON number (signed or unsigned 64-bit); `None` for floats.
+fn exact_int(n: &Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
+/// `i` against `f`, exactly. NaN compares equal, as before.
+fn compare_int_float(i: i128, f: f64) -> Ordering {
+    // 2^127, exactly; every integer here is far inside it.
+    const LIMIT: f64 = (1_u128 << 127) as f64;
+    if f.is_nan() {
+        return Ordering::Equal;
+    }
+    if f >= LIMIT {
+        return Ordering::Less;
+    }
+    if f < -LIMIT {
+        return Ordering::Greater;
+    }
+    let whole = f.trunc();
+    // Exact: `whole` is integral and inside the i128 range.
+    match i.cmp(&(whole as i128)) {
+        Ordering::Equal => 0.0_f64.partial_cmp(&(f - whole)).unwrap_or(Ordering::Equal),
+        other => other,
     }
 }
 
@@ -308,6 +341,19 @@ mod tests {
         let doc = json!({"n": 1});
         assert!(matches(&Filter::eq("n", 1.0), &doc));
         assert!(matches(&Filter::lt("n", 1.5), &doc));
+    }
+
+    #[test]
+    fn integers_and_floats_compare_exactly() {
+        let big = 1_i64 << 53;
+        let doc = json!({"n": big + 1, "m": i64::MAX, "f": -0.5});
+        assert!(!matches(&Filter::eq("n", big as f64), &doc));
+        assert!(matches(&Filter::gt("n", big as f64), &doc));
+        assert!(matches(&Filter::lt("m", 2_f64.powi(63)), &doc));
+        assert!(matches(&Filter::lt("f", 0), &doc));
+        assert!(matches(&Filter::gt("f", -1), &doc));
+        assert!(matches(&Filter::eq("n", big + 1), &doc));
+        assert!(values_equal(&json!(big), &json!(big as f64)));
     }
 
     #[test]

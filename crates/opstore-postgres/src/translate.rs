@@ -137,10 +137,16 @@ impl Translator<'_> {
             FieldType::String => {
                 Bind::Text(v.as_str().ok_or_else(|| mistyped(path, v))?.to_owned())
             }
-            FieldType::Int | FieldType::Float => match v.as_i64() {
-                Some(i) if ty == FieldType::Int => Bind::Int(i),
-                _ => Bind::Float(v.as_f64().ok_or_else(|| mistyped(path, v))?),
+            FieldType::Int => match v.as_i64() {
+                Some(i) => Bind::Int(i),
+                // A float against a `bigint` column compares as `numeric`:
+                // `bigint` against `double precision` would round the column.
+                None => {
+                    let p = self.sql.bind(Bind::Text(exact_decimal(path, v)?));
+                    return Ok(format!("{p}::numeric"));
+                }
             },
+            FieldType::Float => Bind::Float(v.as_f64().ok_or_else(|| mistyped(path, v))?),
             FieldType::Bool => Bind::Bool(v.as_bool().ok_or_else(|| mistyped(path, v))?),
             FieldType::Timestamp => Bind::Ts(timestamp(path, v)?),
             _ => return Err(mistyped(path, v)),
@@ -163,7 +169,15 @@ impl Translator<'_> {
             FieldType::Int if vs.iter().all(|v| v.as_i64().is_some()) => {
                 Bind::IntArr(vs.iter().filter_map(|v| v.as_i64()).collect())
             }
-            FieldType::Int | FieldType::Float => Bind::FloatArr(
+            FieldType::Int => {
+                let texts = vs
+                    .iter()
+                    .map(|v| exact_decimal(path, v))
+                    .collect::<Result<Vec<_>>>()?;
+                let p = self.sql.bind(Bind::TextArr(texts));
+                return Ok(format!("{p}::numeric[]"));
+            }
+            FieldType::Float => Bind::FloatArr(
                 vs.iter()
                     .map(|v| v.as_f64().ok_or_else(|| mistyped(path, v)))
                     .collect::<Result<_>>()?,
@@ -502,6 +516,25 @@ fn mistyped(path: &str, v: &Value) -> StoreError {
         "value of type {} does not fit field `{path}`",
         opstore_domain::schema::type_name(v)
     ))
+}
+
+/// The decimal text of a JSON number, exact for every integer and integral
+/// float. A float with a fraction is below 2^52 in magnitude, where its
+/// shortest round-trip text has no integer between it and the float, so
+/// comparisons with integers come out as with the float itself.
+fn exact_decimal(path: &str, v: &Value) -> Result<String> {
+    if let Some(i) = v.as_i64() {
+        return Ok(i.to_string());
+    }
+    if let Some(u) = v.as_u64() {
+        return Ok(u.to_string());
+    }
+    let f = v.as_f64().ok_or_else(|| mistyped(path, v))?;
+    Ok(if f.fract() == 0.0 {
+        format!("{f:.0}")
+    } else {
+        format!("{f}")
+    })
 }
 
 fn timestamp(path: &str, v: &Value) -> Result<DateTime<Utc>> {
