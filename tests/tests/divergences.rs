@@ -424,3 +424,51 @@ async fn inc_absorbed_by_rounding_counts_as_modified_on_mongo() {
         }
     }
 }
+
+/// Fixed divergence: integers compared with floats beyond 2^53. The reference
+/// rounded the integer to a float first (and its index lookups did not), and
+/// PostgreSQL compared a `bigint` column with a float parameter as floats;
+/// PostgreSQL's JSON comparisons and MongoDB compare exact values. Every backend
+/// now compares the exact values: `2^53 + 1` is greater than the float `2^53`.
+#[tokio::test]
+async fn integers_and_floats_compare_by_exact_value() {
+    let big = 1_i64 << 53;
+    let seed = vec![doc(
+        "k1",
+        json!({
+            "n": big + 1,
+            "f": big as f64,
+            "nested": { "a": "a", "b": big + 1 },
+            "meta": { "x": big + 1 },
+        }),
+    )];
+    let seen = everywhere(seed, move |c| {
+        boxed(async move {
+            let filters = [
+                Filter::eq("f", big + 1),
+                Filter::eq("n", big as f64),
+                Filter::eq("nested.b", big as f64),
+                Filter::eq("meta.x", big as f64),
+                Filter::is_in("n", [json!(big as f64), json!(0.5)]),
+                Filter::gt("n", big as f64),
+                Filter::gt("nested.b", big as f64),
+                Filter::gt("meta.x", big as f64),
+                Filter::lt("f", big + 1),
+            ];
+            let mut counts = Vec::new();
+            for f in &filters {
+                counts.push(c.count(f).await?);
+            }
+            Ok(json!(counts))
+        })
+    })
+    .await;
+    for s in &seen {
+        assert_eq!(
+            s.result,
+            Ok(json!([0, 0, 0, 0, 0, 1, 1, 1, 1])),
+            "{}",
+            s.backend
+        );
+    }
+}
