@@ -717,8 +717,10 @@ where
             }
             let mut pending = jobs.into_iter();
             while let Some((job, claim, lost)) = pending.next() {
+                // A stop wins over a slot that frees at the same moment, so no
+                // job starts after the worker was told to stop.
                 let permit = tokio::select! {
-                    permit = Arc::clone(&slots).acquire_owned() => permit,
+                    biased;
                     _ = stop.cancelled() => {
                         let rest: Vec<Claim> = std::iter::once(claim)
                             .chain(pending.map(|(_, c, _)| c))
@@ -726,6 +728,7 @@ where
                         stats.released += release(queue, outstanding, &rest).await?.acked;
                         break;
                     }
+                    permit = Arc::clone(&slots).acquire_owned() => permit,
                 };
                 let Ok(permit) = permit else { break };
                 let (handler, ack_tx) = (Arc::clone(handler), ack_tx.clone());
