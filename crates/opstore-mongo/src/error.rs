@@ -61,6 +61,25 @@ pub(crate) fn map_update(what: &str, e: Error) -> StoreError {
     map(what, e)
 }
 
+/// MongoDB's "Regular expression is too long" (or otherwise invalid).
+const REGEX_TOO_LONG: i32 = 51091;
+
+/// Whether a `BadValue` message is a server's cap on the length of a pattern.
+fn is_regex_cap(message: &str) -> bool {
+    message.contains("regex") && message.contains("cap")
+}
+
+/// A `contains_ci` needle whose escaped pattern is longer than the server
+/// allows: a limit of this server, reported as such (the portable model has none).
+fn regex_too_long(what: &str, e: &Error) -> StoreError {
+    StoreError::Unsupported(format!(
+        "{what}: the server refuses the regular expression a case-insensitive contains \
+         sends ({}); MongoDB allows patterns up to 32,764 characters, some MongoDB-wire \
+         servers fewer: use a shorter needle",
+        server_message(e)
+    ))
+}
+
 /// Maps a driver error. `what` names the operation, collection and key
 /// (`"update_one `k` in `items`"`); it never holds credentials.
 pub(crate) fn map(what: &str, e: Error) -> StoreError {
@@ -74,6 +93,8 @@ pub(crate) fn map(what: &str, e: Error) -> StoreError {
             ));
         }
         Some(50) => return StoreError::Timeout(format!("{what}: server time limit exceeded")),
+        Some(REGEX_TOO_LONG) => return regex_too_long(what, &e),
+        Some(BAD_VALUE) if is_regex_cap(&server_message(&e)) => return regex_too_long(what, &e),
         Some(c) if HISTORY_LOST.contains(&c) => {
             return StoreError::ResumeTokenExpired(format!("{what}: {}", server_message(&e)));
         }

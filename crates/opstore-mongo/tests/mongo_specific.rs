@@ -341,3 +341,95 @@ async fn every_domain_entity_migrates_twice() {
     let second = store.migrate(&schemas).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
 }
+
+/// Updates that MongoDB's operators would apply unlike the reference (here an
+/// `inc` inside an optional `Json` value) run in process inside transactions;
+/// concurrent ones conflict, rerun and lose no increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_in_process_updates_lose_nothing() {
+    let store = store().await;
+    let items = store
+        .collection(<Item as opstore_domain::Entity>::schema())
+        .unwrap();
+    let repo = store.repository::<Item>().unwrap();
+    repo.insert_many(&[item("a").build(), item("b").build()])
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let items = Arc::clone(&items);
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    items
+                        .update_one("a", &Update::new().inc("meta.n", 1))
+                        .await
+                        .map(drop)
+                } else {
+                    items
+                        .update_many(&Filter::all(), &Update::new().inc("meta.n", 1))
+                        .await
+                        .map(|n| assert_eq!((n.matched, n.modified), (2, 2)))
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let a = items.get("a").await.unwrap().unwrap();
+    let b = items.get("b").await.unwrap().unwrap();
+    assert_eq!(a["meta"]["n"], json!(10), "{a}");
+    assert_eq!(b["meta"]["n"], json!(5), "{b}");
+}
+
+/// An update applied in process is still an update to change-feed readers, and
+/// follows the reference on null, scalar and non-array values; a refused one
+/// writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_process_updates_are_update_events_and_checked() {
+    let store = store().await;
+    let items = store
+        .collection(<Item as opstore_domain::Entity>::schema())
+        .unwrap();
+    let repo = store.repository::<Item>().unwrap();
+    repo.insert(&item("a").build()).await.unwrap();
+    let mut stream = watch(&store, StartAt::Now).await.unwrap();
+    let updated = items
+        .update_one("a", &Update::new().set("meta", json!(5)).push("roles", "r"))
+        .await
+        .unwrap();
+    assert_eq!(updated["roles"], json!(["r"]));
+    let updated = items
+        .update_one("a", &Update::new().set("meta.x.y", 1))
+        .await
+        .unwrap();
+    assert_eq!(updated["meta"], json!({ "x": { "y": 1 } }));
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a change event within 30 s")
+            .expect("the stream is open")
+            .unwrap();
+        assert_eq!(event.op, opstore_domain::ChangeOp::Update);
+    }
+    // `meta` is an object: counted from 0 and overwritten, as in the reference.
+    items
+        .update_one("a", &Update::new().set("labels.team", "t").inc("meta", 1))
+        .await
+        .unwrap();
+    let err = items
+        .update_many(
+            &Filter::all(),
+            &Update::new()
+                .set("meta.x", 1)
+                .push("roles", "s")
+                .set("status", json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_validation(), "{err}");
+    assert!(err.to_string().contains("status.state"), "{err}");
+    let again = items.get("a").await.unwrap().unwrap();
+    assert_eq!(again["meta"], json!(1), "nothing written: {again}");
+    assert_eq!(again["roles"], json!(["r"]), "nothing written: {again}");
+}
