@@ -38,18 +38,19 @@ async fn tls_to_a_closed_loopback_port_is_a_connection_error() {
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
 
-/// A loopback TLS listener with the fixture server certificate. It reports, for
+/// A loopback TLS listener with the fixture certificate `name` (`server`: for
+/// `127.0.0.1` and `node.test`; `elsewhere`: for `elsewhere.test` only). It reports, for
 /// each connection, whether the TLS handshake completed (the client trusted the
 /// certificate), then closes the connection, so the driver fails after TLS.
-fn tls_listener() -> (u16, std::sync::mpsc::Receiver<bool>) {
+fn tls_listener(name: &str) -> (u16, std::sync::mpsc::Receiver<bool>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    let chain = CertificateDer::pem_file_iter(format!("{FIXTURES}/server.pem"))
+    let chain = CertificateDer::pem_file_iter(format!("{FIXTURES}/{name}.pem"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/server.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/{name}.key")).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -82,16 +83,43 @@ fn tls_listener() -> (u16, std::sync::mpsc::Receiver<bool>) {
     (port, rx)
 }
 
-/// Connects with `options` to a fresh listener; returns the error and whether any
-/// handshake completed.
-async fn connect_tls(options: &str) -> (opstore_domain::StoreError, bool) {
-    let (port, handshakes) = tls_listener();
+/// Connects with `options` to a fresh listener presenting certificate `name`;
+/// returns the error and whether any handshake completed.
+async fn connect_tls_to(name: &str, options: &str) -> (opstore_domain::StoreError, bool) {
+    let (port, handshakes) = tls_listener(name);
     let mut config =
         ScyllaConfig::from_url(&format!("scylla://127.0.0.1:{port}/ks?{options}")).unwrap();
     config.connect_timeout = Duration::from_secs(2);
     let err = ScyllaStore::connect(config).await.unwrap_err();
     let completed = handshakes.try_iter().any(|ok| ok);
     (err, completed)
+}
+
+async fn connect_tls(options: &str) -> (opstore_domain::StoreError, bool) {
+    connect_tls_to("server", options).await
+}
+
+#[tokio::test]
+async fn tls_verifies_the_node_address_by_default_and_can_skip_only_the_name() {
+    let ca = format!("{FIXTURES}/ca.pem");
+    let (err, completed) = connect_tls_to("elsewhere", &format!("tls_ca_file={ca}")).await;
+    assert!(
+        !completed,
+        "a certificate that does not name 127.0.0.1 was accepted"
+    );
+    assert!(err.is_connection(), "{err}");
+    let (_, completed) = connect_tls_to(
+        "elsewhere",
+        &format!("tls_ca_file={ca}&tls_verify_hostname=false"),
+    )
+    .await;
+    assert!(completed, "with name checks off, a trusted chain is enough");
+    let (_, completed) = connect_tls_to(
+        "elsewhere",
+        &format!("tls_ca_file={ca}&tls_server_name=elsewhere.test"),
+    )
+    .await;
+    assert!(completed, "the certificate names elsewhere.test");
 }
 
 #[tokio::test]
