@@ -1,14 +1,15 @@
-//! `cargo xtask bench [--full] [GROUP]...`: runs the benchmark groups with the
+//! `cargo xtask bench [--quick] [GROUP]...`: runs the benchmark groups with the
 //! servers they need, collects the `BENCH` figure lines from their output (still
 //! streaming it), and on a run of every group rewrites the generated block at the
 //! top of docs/performance.md.
 //!
 //! Every benchmark prints, besides its lines for people, one `BENCH {json}` line
 //! per figure (see `opstore_testkit::bench::Figure`) and may print one
-//! `BENCH_SERVER text` line naming the server it measured. Unless `--full` is
-//! given, the benchmarks run with `OPSTORE_BENCH_QUICK=1`: fewer rounds and
-//! smaller sizes, every scenario kept, so the whole run fits in ten minutes on two
-//! cores. Compilation happens first (`cargo bench --no-run`) and is not timed.
+//! `BENCH_SERVER text` line naming the server it measured. At full sizes every
+//! group together runs in about two minutes on two cores (compilation happens
+//! first, with `cargo bench --no-run`, and is not timed); `--quick` sets
+//! `OPSTORE_BENCH_QUICK=1` for fewer rounds and smaller sizes, every scenario
+//! kept (about one minute).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -105,11 +106,11 @@ struct Outcome {
 }
 
 pub fn main(args: &[String]) -> Result<bool, String> {
-    let mut full = false;
+    let mut full = true;
     let mut selected: Vec<&Group> = Vec::new();
     for arg in args {
         match arg.as_str() {
-            "--full" => full = true,
+            "--quick" => full = false,
             "all" => selected.extend(GROUPS.iter()),
             name => selected.push(
                 GROUPS
