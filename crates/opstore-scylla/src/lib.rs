@@ -72,7 +72,8 @@ use opstore_domain::{
 };
 
 pub use config::{
-    BreakerConfig, Credentials, FeedConfig, Replication, ScanPolicy, ScyllaConfig, Secret,
+    BreakerConfig, Credentials, FeedConfig, Replication, ScanPolicy, ScyllaConfig, ScyllaTls,
+    Secret,
 };
 pub use opstore_domain::breaker::{Admission, BreakerState, CircuitBreaker};
 pub use session::{CqlSession, DriverError, DriverSession};
