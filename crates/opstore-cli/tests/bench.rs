@@ -67,3 +67,41 @@ fn bench_prints_a_table_with_one_row_per_figure() {
         "{stdout}"
     );
 }
+
+/// Runs only where `OPSTORE_POSTGRES_URL` names a server (`cargo xtask test`
+/// starts one) and the `postgres` feature is on; under `CI=true` a missing URL
+/// is a failure.
+#[cfg(feature = "postgres")]
+#[test]
+fn bench_on_postgres_compares_every_scenario_with_hand_written_sqlx() {
+    let url = match std::env::var("OPSTORE_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("OPSTORE_POSTGRES_URL is unset; CI=true requires a PostgreSQL server")
+        }
+        _ => {
+            println!("SKIP bench_on_postgres: OPSTORE_POSTGRES_URL is unset");
+            return;
+        }
+    };
+    let output = Command::cargo_bin("opstore")
+        .unwrap()
+        .env_remove("OPSTORE_URL")
+        .args([
+            "bench", "--url", &url, "--scale", "smoke", "--output", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(figures.len(), 8);
+    for f in &figures {
+        assert_eq!(f["group"], "postgres");
+        assert!(f["ratio"].as_f64().is_some_and(f64::is_finite), "{f}");
+        assert!(f["baseline"].as_str().is_some_and(|b| !b.is_empty()), "{f}");
+    }
+}

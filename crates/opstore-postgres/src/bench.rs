@@ -249,7 +249,7 @@ async fn scenarios(store: &PgStore, scale: Scale) -> BenchResult<Vec<Figure>> {
 
     // insert_many of 10k rows against one hand-written UNNEST insert.
     let mut pair = Pair::new("insert_many (10k rows)", 1);
-    for r in 0..(rounds - 1) / 3 + 1 {
+    for r in 0..((rounds - 1) / 3).max(1) + 1 {
         let raw_docs: Vec<Item> = (0..10_000)
             .map(|i| doc(&format!("many-raw{r}-"), i))
             .collect();
