@@ -140,7 +140,7 @@ async fn scylla(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     ))
 }
 
-/// The benchmark figure types [`bench`] speaks, re-exported for its callers.
+/// The benchmark figure types [`bench()`] speaks, re-exported for its callers.
 #[cfg(feature = "bench")]
 pub use opstore_testkit::bench::{BenchError, Better, Figure, Scale};
 
