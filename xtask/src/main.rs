@@ -3,7 +3,8 @@
 //! - `cargo xtask test [--backend NAME]... [--no-lint]`: lints, the codegen staleness
 //!   check, and every test suite, starting the database servers the suites need.
 //! - `cargo xtask codegen [--check]`: writes (or checks) the generated schema files.
-//! - `cargo xtask bench [memory|postgres|mongo|scylla|processors|all]`: runs benchmarks.
+//! - `cargo xtask bench [--quick] [memory|postgres|mongo|scylla|processors|jobs|all]`: runs
+//!   benchmarks and, for a run of every group, writes docs/performance.md.
 //! - `cargo xtask soak [--cases N] [--rounds N]`: the property and fault suites with
 //!   many more cases.
 //!
@@ -30,8 +31,9 @@ commands:
         scylla (unit tests and server suite), scylla-unit, app.
   codegen [--check]
         write the generated schema files; --check fails if any is stale.
-  bench [memory|postgres|mongo|scylla|processors|all]...
-        run the benchmarks (default: all), starting the servers they need.
+  bench [--quick] [memory|postgres|mongo|scylla|processors|jobs|all]...
+        run the benchmarks (default: all), starting the servers they need;
+        a run of every group writes docs/performance.md.
   soak [--cases N] [--rounds N]
         start the test servers, then run the differential and statement-structure
         suites with OPSTORE_SOAK_CASES=N (default 2000) and every fault_* suite
