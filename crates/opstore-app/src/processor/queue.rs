@@ -158,6 +158,11 @@ impl QueueEventProcessor {
         let mut ticker = checkpointer.ticker();
 
         let workers_cancel = CancellationToken::new();
+        // Aborting a task takes effect only at its next await, so a worker busy on
+        // another thread when this future is dropped could still start a handler.
+        // The guard cancels synchronously on drop, and workers check it before
+        // every event.
+        let _stop_workers_on_drop = workers_cancel.clone().drop_guard();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut senders = Vec::with_capacity(self.queue.workers.get());
         let mut workers = JoinSet::new();
@@ -305,6 +310,11 @@ async fn worker(
                 None => return,
             },
         };
+        // Stopped or dropped while this event was being received: leave it for
+        // the next run.
+        if cancel.is_cancelled() {
+            return;
+        }
         let result = dispatcher.dispatch(&job.event, &cancel).await;
         // After a failure or an interruption this worker takes no later events,
         // so events of one partition key are never handled out of order.
