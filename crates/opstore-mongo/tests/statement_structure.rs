@@ -11,8 +11,7 @@ use std::fmt;
 use mongodb::bson::{Bson, Document};
 use opstore_mongo::translate;
 use opstore_testkit::hostile::{self, Neutral};
-use proptest::strategy::Strategy;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 /// The keys and nesting of a BSON value, with each value reduced to its type.
 #[derive(PartialEq)]
@@ -52,39 +51,11 @@ fn doc_skeleton(d: &Document) -> Skeleton {
     Skeleton::Doc(d.iter().map(|(k, v)| (k.clone(), skeleton(v))).collect())
 }
 
-/// Runs `check` on `cases()` generated inputs; returns how many the checker accepted.
-fn run<S: Strategy>(
-    what: &str,
-    strategy: S,
-    check: impl Fn(S::Value) -> Result<bool, TestCaseError>,
-) -> u32
-where
-    S::Value: fmt::Debug,
-{
-    let mut runner = TestRunner::new(hostile::config());
-    let accepted = std::cell::Cell::new(0u32);
-    let result = runner.run(&strategy, |input| {
-        if check(input)? {
-            accepted.set(accepted.get() + 1);
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("mongo statement structure ({what}): {e}");
-    }
-    println!(
-        "mongo statement structure ({what}): {} cases, {} accepted by the checker, 0 failures",
-        hostile::cases(),
-        accepted.get()
-    );
-    accepted.get()
-}
-
 #[test]
 fn filters_keep_their_structure_whatever_the_values() {
     let schema = hostile::schema();
     let filters = proptest::prop_oneof![hostile::filter(), hostile::conjunction()];
-    let accepted = run("filters", filters, |f| {
+    let accepted = hostile::run("mongo", "filters", filters, |f| {
         let Ok(checked) = schema.check_filter(&f) else {
             return Ok(false);
         };
@@ -104,7 +75,7 @@ fn filters_keep_their_structure_whatever_the_values() {
 #[test]
 fn updates_keep_their_structure_whatever_the_values() {
     let schema = hostile::schema();
-    let accepted = run("updates", hostile::update(), |u| {
+    let accepted = hostile::run("mongo", "updates", hostile::update(), |u| {
         let Ok(checked) = schema.check_update(&u) else {
             return Ok(false);
         };
@@ -139,7 +110,7 @@ fn updates_keep_their_structure_whatever_the_values() {
 #[test]
 fn queries_keep_their_structure_whatever_the_values() {
     let schema = hostile::schema();
-    run("queries", hostile::query(), |q| {
+    hostile::run("mongo", "queries", hostile::query(), |q| {
         let Ok(checked) = schema.check_query(&q) else {
             return Ok(false);
         };

@@ -8,43 +8,13 @@
 //! server. `OPSTORE_SOAK_CASES` sets the number of cases (default 256).
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use opstore_domain::{Filter, Query, Schema, Update};
 use opstore_testkit::hostile::{self, Neutral};
 use proptest::prop_assert_eq;
-use proptest::strategy::Strategy;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 use crate::translate::{Bind, Dialect, Sql, Translator};
-
-/// Runs `check` on `cases()` generated inputs; returns how many the checker accepted.
-fn run<S: Strategy>(
-    what: &str,
-    strategy: S,
-    check: impl Fn(S::Value) -> Result<bool, TestCaseError>,
-) -> u32
-where
-    S::Value: fmt::Debug,
-{
-    let mut runner = TestRunner::new(hostile::config());
-    let accepted = std::cell::Cell::new(0u32);
-    let result = runner.run(&strategy, |input| {
-        if check(input)? {
-            accepted.set(accepted.get() + 1);
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("postgres statement structure ({what}): {e}");
-    }
-    println!(
-        "postgres statement structure ({what}): {} cases, {} accepted by the checker, 0 failures",
-        hostile::cases(),
-        accepted.get()
-    );
-    accepted.get()
-}
 
 /// SQL text and the kinds of its bound values.
 #[derive(Debug, PartialEq)]
@@ -142,7 +112,7 @@ fn update_shape(
 fn filters_keep_their_text_whatever_the_values() {
     let schema = hostile::schema();
     let filters = proptest::prop_oneof![hostile::filter(), hostile::conjunction()];
-    let accepted = run("filters", filters, |f| {
+    let accepted = hostile::run("postgres", "filters", filters, |f| {
         if schema.check_filter(&f).is_err() {
             return Ok(false);
         }
@@ -161,7 +131,7 @@ fn filters_keep_their_text_whatever_the_values() {
 #[test]
 fn queries_keep_their_text_whatever_the_values() {
     let schema = hostile::schema();
-    run("queries", hostile::query(), |q| {
+    hostile::run("postgres", "queries", hostile::query(), |q| {
         if schema.check_query(&q).is_err() {
             return Ok(false);
         }
@@ -177,7 +147,7 @@ fn queries_keep_their_text_whatever_the_values() {
 #[test]
 fn updates_keep_their_text_whatever_the_values() {
     let schema = hostile::schema();
-    let accepted = run("updates", hostile::update(), |u| {
+    let accepted = hostile::run("postgres", "updates", hostile::update(), |u| {
         if schema.check_update(&u).is_err() {
             return Ok(false);
         }

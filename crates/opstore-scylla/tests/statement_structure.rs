@@ -7,7 +7,6 @@
 //! exactly one value per marker. Needs no server. `OPSTORE_SOAK_CASES` sets the
 //! number of cases (default 256).
 
-use std::fmt;
 use std::sync::LazyLock;
 
 use opstore_domain::{eval, json};
@@ -17,39 +16,10 @@ use opstore_scylla::table::TableLayout;
 use opstore_scylla::value::CqlValue;
 use opstore_testkit::hostile::{self, Neutral};
 use proptest::prop_assert_eq;
-use proptest::strategy::Strategy;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 static LAYOUT: LazyLock<TableLayout> =
     LazyLock::new(|| TableLayout::new("opstore", hostile::schema()));
-
-/// Runs `check` on `cases()` generated inputs; returns how many were checked.
-fn run<S: Strategy>(
-    what: &str,
-    strategy: S,
-    check: impl Fn(S::Value) -> Result<bool, TestCaseError>,
-) -> u32
-where
-    S::Value: fmt::Debug,
-{
-    let mut runner = TestRunner::new(hostile::config());
-    let accepted = std::cell::Cell::new(0u32);
-    let result = runner.run(&strategy, |input| {
-        if check(input)? {
-            accepted.set(accepted.get() + 1);
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("scylla statement structure ({what}): {e}");
-    }
-    println!(
-        "scylla statement structure ({what}): {} cases, {} accepted by the checker, 0 failures",
-        hostile::cases(),
-        accepted.get()
-    );
-    accepted.get()
-}
 
 fn markers(cql: &str) -> usize {
     cql.matches('?').count()
@@ -77,7 +47,7 @@ fn statements(
 fn planned_reads_keep_their_text_whatever_the_values() {
     let schema = hostile::schema();
     let filters = proptest::prop_oneof![hostile::filter(), hostile::conjunction()];
-    let accepted = run("reads", filters, |f| {
+    let accepted = hostile::run("scylla", "reads", filters, |f| {
         if schema.check_filter(&f).is_err() {
             return Ok(false);
         }
@@ -97,7 +67,7 @@ fn planned_reads_keep_their_text_whatever_the_values() {
 fn writes_bind_one_value_per_marker_whatever_the_document() {
     let schema = hostile::schema();
     let strategy = (hostile::hostile_text(), hostile::update());
-    let accepted = run("writes", strategy, |(key, update)| {
+    let accepted = hostile::run("scylla", "writes", strategy, |(key, update)| {
         let Ok(update) = schema.check_update(&update) else {
             return Ok(false);
         };

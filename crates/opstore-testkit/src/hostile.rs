@@ -20,7 +20,7 @@ use opstore_domain::{
     UpdateOp, Value,
 };
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 /// Cases of a bounded run; `OPSTORE_SOAK_CASES` raises it.
 pub const DEFAULT_CASES: u32 = 256;
@@ -41,6 +41,42 @@ pub fn config() -> Config {
         failure_persistence: None,
         ..Config::default()
     }
+}
+
+/// Runs `check` on [`cases`] inputs drawn from `strategy` and prints one summary
+/// line; returns how many inputs the checker accepted (it returns `false` for
+/// inputs it cannot judge, such as a shape the translator refuses).
+///
+/// # Panics
+///
+/// On the first failing case, with proptest's minimized input, naming
+/// `backend` and `what`: this is a test driver.
+pub fn run<S: Strategy>(
+    backend: &str,
+    what: &str,
+    strategy: S,
+    check: impl Fn(S::Value) -> Result<bool, TestCaseError>,
+) -> u32
+where
+    S::Value: std::fmt::Debug,
+{
+    let mut runner = TestRunner::new(config());
+    let accepted = std::cell::Cell::new(0u32);
+    let result = runner.run(&strategy, |input| {
+        if check(input)? {
+            accepted.set(accepted.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{backend} statement structure ({what}): {e}");
+    }
+    println!(
+        "{backend} statement structure ({what}): {} cases, {} accepted by the checker, 0 failures",
+        cases(),
+        accepted.get()
+    );
+    accepted.get()
 }
 
 static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
