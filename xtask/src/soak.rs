@@ -7,12 +7,12 @@
 //! different `OPSTORE_FAULT_SEED` each round (their cycle counts are fixed, so
 //! more rounds means more faults at new random points).
 
-use std::process::Command;
 use std::time::Instant;
 
-use crate::run::{Counts, OutputParser, stream};
+use crate::run::Counts;
 use crate::servers::{self, RunDir, Server};
-use crate::workspace::{Workspace, cargo};
+use crate::suites::cargo_test;
+use crate::workspace::Workspace;
 
 /// Property cases per suite and backend unless `--cases` says otherwise.
 const DEFAULT_CASES: u32 = 2000;
@@ -54,29 +54,6 @@ struct Step {
     seconds: u64,
 }
 
-/// `cargo test --no-fail-fast <args>` with `env`, counted; a failing exit without a
-/// failed test (a build error) counts as one failure.
-fn cargo_test(args: &[&str], env: &[(String, String)]) -> Counts {
-    let mut command: Command = cargo();
-    command.args(["test", "--no-fail-fast"]).args(args);
-    command.envs(env.iter().map(|(k, v)| (k, v)));
-    let mut parser = OutputParser::default();
-    match stream(command, &mut parser) {
-        Ok(status) if !status.success() && parser.counts.failed == 0 => {
-            println!(
-                "cargo test exited with {status} without a failing test; counted as one failure"
-            );
-            parser.counts.failed += 1;
-        }
-        Ok(_) => {}
-        Err(e) => {
-            println!("{e}");
-            parser.counts.failed += 1;
-        }
-    }
-    parser.counts
-}
-
 pub fn main(args: &[String]) -> Result<bool, String> {
     let options = parse_options(args)?;
     let ws = Workspace::load()?;
@@ -109,9 +86,9 @@ pub fn main(args: &[String]) -> Result<bool, String> {
         }
     }
 
-    let mut step = |name: String, args: &[&str], env: &[(String, String)]| {
+    let mut step = |name: String, package: &str, args: &[&str], env: &[(String, String)]| {
         let start = Instant::now();
-        let counts = cargo_test(args, env);
+        let counts = cargo_test(&[package], args, env);
         steps.push(Step {
             name,
             counts,
@@ -120,9 +97,9 @@ pub fn main(args: &[String]) -> Result<bool, String> {
     };
     let nocapture = ["--", "--nocapture"];
     if ws.has_package(E2E) {
-        let mut args = vec!["-p", E2E, "--all-features", "--test", "differential"];
+        let mut args = vec!["--all-features", "--test", "differential"];
         args.extend(nocapture);
-        step("differential".into(), &args, &env);
+        step("differential".into(), E2E, &args, &env);
     }
     let structure: [(&str, &[&str]); 3] = [
         ("opstore-postgres", &["--lib", "statement_structure"]),
@@ -133,10 +110,14 @@ pub fn main(args: &[String]) -> Result<bool, String> {
         if !ws.has_package(package) {
             continue;
         }
-        let mut args = vec!["-p", package];
-        args.extend(target);
+        let mut args = target.to_vec();
         args.extend(nocapture);
-        step(format!("statement structure ({package})"), &args, &env);
+        step(
+            format!("statement structure ({package})"),
+            package,
+            &args,
+            &env,
+        );
     }
     let faults: Vec<&str> = ws
         .package(E2E)
@@ -147,7 +128,7 @@ pub fn main(args: &[String]) -> Result<bool, String> {
         .collect();
     if !faults.is_empty() {
         for round in 1..=options.rounds {
-            let mut args = vec!["-p", E2E, "--all-features"];
+            let mut args = vec!["--all-features"];
             for target in &faults {
                 args.extend(["--test", target]);
             }
@@ -157,6 +138,7 @@ pub fn main(args: &[String]) -> Result<bool, String> {
             round_env.push(("OPSTORE_FAULT_SEED".to_owned(), seed.to_string()));
             step(
                 format!("fault injection round {round} (seed {seed})"),
+                E2E,
                 &args,
                 &round_env,
             );

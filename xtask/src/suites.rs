@@ -297,7 +297,7 @@ fn existing<'a>(ws: &Workspace, names: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// `cargo test --no-fail-fast -p <each package> <args>` with `env`, counted.
-fn cargo_test(packages: &[&str], args: &[&str], env: &[(String, String)]) -> Counts {
+pub(crate) fn cargo_test(packages: &[&str], args: &[&str], env: &[(String, String)]) -> Counts {
     if packages.is_empty() {
         return Counts::default();
     }
