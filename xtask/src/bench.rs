@@ -12,8 +12,7 @@
 //! kept (about one minute).
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -263,37 +262,15 @@ fn bench_command(group: &Group) -> Command {
 }
 
 /// Runs one group's bench, streaming its output and collecting its figures.
-fn run_group(name: &'static str, mut command: Command) -> Result<Outcome, String> {
-    crate::run::announce(&command);
-    let (reader, writer) = std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
-    let writer_err = writer
-        .try_clone()
-        .map_err(|e| format!("creating a pipe: {e}"))?;
-    command
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer_err);
+fn run_group(name: &'static str, command: Command) -> Result<Outcome, String> {
     // Timed from the bench binary's start: `cargo bench` may first rebuild what
     // changed since the compile step.
     let mut started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("starting cargo bench: {e}"))?;
-    // The command holds the pipe's write ends; drop it so the reader sees EOF.
-    drop(command);
     let mut figures = Vec::new();
     let mut servers = Vec::new();
     let mut skipped = None;
     let mut failure: Option<String> = None;
-    let stdout = std::io::stdout();
-    for line in BufReader::new(reader).lines() {
-        let line = line.map_err(|e| format!("reading bench output: {e}"))?;
-        {
-            let mut out = stdout.lock();
-            // A closed terminal must not stop the run; the figures still matter.
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
+    let status = crate::run::stream_lines(command, |line| {
         let line = line.trim();
         if line.starts_with("Running ") {
             started = Instant::now();
@@ -311,10 +288,7 @@ fn run_group(name: &'static str, mut command: Command) -> Result<Outcome, String
         } else if let Some(reason) = line.strip_prefix("SKIP ") {
             skipped.get_or_insert_with(|| reason.to_owned());
         }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for cargo bench: {e}"))?;
+    })?;
     if !status.success() {
         skipped = Some(match failure {
             Some(line) => format!("failed: {line}"),

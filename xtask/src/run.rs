@@ -111,10 +111,19 @@ pub fn announce(command: &Command) {
 /// Runs `command` with stdout and stderr merged into one pipe, copies every line to
 /// this process's stdout as it arrives, and feeds it to `parser`.
 pub fn stream(mut command: Command, parser: &mut OutputParser) -> Result<ExitStatus, String> {
-    announce(&command);
     if std::io::stdout().is_terminal() && std::env::var_os("CARGO_TERM_COLOR").is_none() {
         command.env("CARGO_TERM_COLOR", "always");
     }
+    stream_lines(command, |line| parser.feed(line))
+}
+
+/// Runs `command` with stdout and stderr merged into one pipe, copies every line to
+/// this process's stdout as it arrives, and hands it (with its newline) to `on_line`.
+pub fn stream_lines(
+    mut command: Command,
+    mut on_line: impl FnMut(&str),
+) -> Result<ExitStatus, String> {
+    announce(&command);
     let (reader, writer) = std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
     let writer_err = writer
         .try_clone()
@@ -140,7 +149,7 @@ pub fn stream(mut command: Command, parser: &mut OutputParser) -> Result<ExitSta
                 // A closed terminal must not stop the run; the counts still matter.
                 let _ = out.write_all(&buf);
                 let _ = out.flush();
-                parser.feed(&String::from_utf8_lossy(&buf));
+                on_line(&String::from_utf8_lossy(&buf));
             }
             Err(e) => return Err(format!("reading command output: {e}")),
         }
