@@ -96,42 +96,15 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, options: TxOptions, work: &TxWork<'_>) -
     }
     let mut attempt = 0;
     loop {
-        let mut session = ctx
-            .client
-            .start_session()
-            .await
-            .map_err(|e| error::map("transaction: start session", e))?;
-        let mut majority = WriteConcern::default();
-        majority.w = Some(Acknowledgment::Majority);
-        session
-            .start_transaction()
-            .read_concern(ReadConcern::snapshot())
-            .write_concern(majority)
-            .await
-            .map_err(|e| error::map("transaction: start", e))?;
-        let state = Arc::new(TxState {
-            session: Mutex::new(session),
-            transient: AtomicBool::new(false),
-        });
+        let state = begin(ctx, "transaction").await?;
         let handle = Arc::new(MongoTx {
             ctx: Arc::clone(ctx),
             state: Arc::clone(&state),
         });
         let outcome = work(handle).await;
-        let mut session = state.session.lock().await;
-        let retry = match outcome {
-            Ok(()) => match commit(&mut session).await {
-                Ok(()) => return Ok(()),
-                Err(e) if error::is_transient_tx(&e) => error::map("transaction: commit", e),
-                Err(e) => return Err(error::map("transaction: commit", e)),
-            },
-            Err(e) => {
-                let _ = session.abort_transaction().await;
-                if !state.transient.load(Ordering::SeqCst) {
-                    return Err(e);
-                }
-                e
-            }
+        let retry = match end(&state, outcome, "transaction").await? {
+            Ended::Done(()) => return Ok(()),
+            Ended::Retry(e) => e,
         };
         if attempt >= options.max_retries {
             return Err(StoreError::Conflict(format!(
@@ -165,45 +138,17 @@ where
     let deadline = std::time::Instant::now() + ctx.config.operation_timeout;
     let mut attempt: u32 = 0;
     loop {
-        let mut session = ctx
-            .client
-            .start_session()
-            .await
-            .map_err(|e| error::map(&format!("{what}: start session"), e))?;
-        let mut majority = WriteConcern::default();
-        majority.w = Some(Acknowledgment::Majority);
-        session
-            .start_transaction()
-            .read_concern(ReadConcern::snapshot())
-            .write_concern(majority)
-            .await
-            .map_err(|e| error::map(&format!("{what}: start transaction"), e))?;
-        let state = Arc::new(TxState {
-            session: Mutex::new(session),
-            transient: AtomicBool::new(false),
-        });
+        let state = begin(ctx, what).await?;
         let outcome = work(MongoCollection::new(
             Arc::clone(ctx),
             schema,
             Some(Arc::clone(&state)),
         ))
         .await;
-        let mut session = state.session.lock().await;
-        let retry = match outcome {
-            Ok(value) => match commit(&mut session).await {
-                Ok(()) => return Ok(value),
-                Err(e) if error::is_transient_tx(&e) => error::map(&format!("{what}: commit"), e),
-                Err(e) => return Err(error::map(&format!("{what}: commit"), e)),
-            },
-            Err(e) => {
-                let _ = session.abort_transaction().await;
-                if !state.transient.load(Ordering::SeqCst) {
-                    return Err(e);
-                }
-                e
-            }
+        let retry = match end(&state, outcome, what).await? {
+            Ended::Done(value) => return Ok(value),
+            Ended::Retry(e) => e,
         };
-        drop(session);
         if std::time::Instant::now() >= deadline {
             return Err(StoreError::Conflict(format!(
                 "{what}: write conflict persisted after {attempt} retries: {retry}"
@@ -215,6 +160,58 @@ where
             "{what}: retrying after a transient transaction error"
         );
         tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// Starts a session and in it a snapshot transaction acknowledged by a majority.
+async fn begin(ctx: &Ctx, what: &str) -> Result<Arc<TxState>> {
+    let mut session = ctx
+        .client
+        .start_session()
+        .await
+        .map_err(|e| error::map(&format!("{what}: start session"), e))?;
+    let mut majority = WriteConcern::default();
+    majority.w = Some(Acknowledgment::Majority);
+    session
+        .start_transaction()
+        .read_concern(ReadConcern::snapshot())
+        .write_concern(majority)
+        .await
+        .map_err(|e| error::map(&format!("{what}: start transaction"), e))?;
+    Ok(Arc::new(TxState {
+        session: Mutex::new(session),
+        transient: AtomicBool::new(false),
+    }))
+}
+
+/// How one attempt of a transaction ended.
+enum Ended<T> {
+    /// Committed with this value.
+    Done(T),
+    /// Failed on a transient error: the caller may run it again.
+    Retry(StoreError),
+}
+
+/// Commits after `outcome` succeeded or aborts after it failed. An error that no
+/// rerun can cure is returned as is.
+async fn end<T>(state: &TxState, outcome: Result<T>, what: &str) -> Result<Ended<T>> {
+    let mut session = state.session.lock().await;
+    match outcome {
+        Ok(value) => match commit(&mut session).await {
+            Ok(()) => Ok(Ended::Done(value)),
+            Err(e) if error::is_transient_tx(&e) => {
+                Ok(Ended::Retry(error::map(&format!("{what}: commit"), e)))
+            }
+            Err(e) => Err(error::map(&format!("{what}: commit"), e)),
+        },
+        Err(e) => {
+            let _ = session.abort_transaction().await;
+            if state.transient.load(Ordering::SeqCst) {
+                Ok(Ended::Retry(e))
+            } else {
+                Err(e)
+            }
+        }
     }
 }
 
