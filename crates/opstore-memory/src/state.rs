@@ -9,7 +9,7 @@ use opstore_domain::eval::{self, get_path, index_key};
 use opstore_domain::schema::check_key;
 use opstore_domain::{
     Agg, ChangeOp, FieldType, Filter, Page, Query, Result, Schema, StoreError, Timestamp, Update,
-    UpdateCount, UpdateOp, Upserted, Value,
+    UpdateCount, Upserted, Value,
 };
 
 /// A change to publish on the feed once its write is committed.
@@ -389,14 +389,13 @@ impl CollState {
     /// Applies an update to a stored document; returns the new document and
     /// whether it changed. Uniqueness is left to the caller, which knows what
     /// else the same write changes.
-    fn apply(&self, old: &Value, update: &Update, inserting: bool) -> Result<(Value, bool)> {
-        let mut doc = old.clone();
-        eval::apply_update(&mut doc, update, inserting);
-        normalize_sets(self.schema, &mut doc, update);
-        self.schema.check_document(&doc)?;
-        // Compared after the whole update, so a push a set absorbs is no change.
-        let changed = !eval::values_equal(old, &doc);
-        Ok((doc, changed))
+    fn apply(
+        &self,
+        old: &Value,
+        update: &Checked<Update>,
+        inserting: bool,
+    ) -> Result<(Value, bool)> {
+        self.schema.updated(old, update, inserting)
     }
 
     /// Fails with `Conflict` when the state after `writes` (new documents under
@@ -659,27 +658,4 @@ fn window(docs: Vec<Arc<Value>>, skip: u64, limit: u64) -> Vec<Arc<Value>> {
         usize::try_from(limit).unwrap_or(usize::MAX)
     };
     docs.into_iter().skip(skip).take(limit).collect()
-}
-
-/// Set-typed fields hold each value once: a push of a present value is a no-op.
-pub(crate) fn normalize_sets(schema: &Schema, doc: &mut Value, update: &Update) {
-    for op in &update.ops {
-        let UpdateOp::Push(path, _) = op else {
-            continue;
-        };
-        if !matches!(schema.field(path).map(|f| f.ty()), Some(FieldType::Set(_))) {
-            continue;
-        }
-        if let Some(Value::Array(items)) = pointer_mut(doc, path) {
-            eval::dedup_array(items);
-        }
-    }
-}
-
-fn pointer_mut<'a>(doc: &'a mut Value, path: &str) -> Option<&'a mut Value> {
-    let mut cur = doc;
-    for seg in path.split('.') {
-        cur = cur.as_object_mut()?.get_mut(seg)?;
-    }
-    Some(cur)
 }

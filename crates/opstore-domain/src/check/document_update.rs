@@ -92,6 +92,19 @@ impl Schema {
         update: &Checked<Update>,
         inserting: bool,
     ) -> Result<bool> {
+        let (next, changed) = self.updated(doc, update, inserting)?;
+        *doc = next;
+        Ok(changed)
+    }
+
+    /// Like [`apply_update_to`](Self::apply_update_to), for a caller that keeps
+    /// the stored document: returns the updated copy and whether it differs.
+    pub fn updated(
+        &self,
+        doc: &Value,
+        update: &Checked<Update>,
+        inserting: bool,
+    ) -> Result<(Value, bool)> {
         let mut next = doc.clone();
         eval::apply_update(&mut next, update, inserting);
         for op in &update.ops {
@@ -115,8 +128,7 @@ impl Schema {
             )));
         }
         let changed = !eval::values_equal(doc, &next);
-        *doc = next;
-        Ok(changed)
+        Ok((next, changed))
     }
 }
 
