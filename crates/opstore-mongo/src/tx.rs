@@ -219,9 +219,6 @@ async fn end<T>(state: &TxState, outcome: Result<T>, what: &str) -> Result<Ended
 /// upper half jittered so concurrent writers spread out.
 fn backoff(attempt: u32) -> std::time::Duration {
     let base_micros = 1_000u64 << attempt.min(6);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let jitter = (nanos / 1_000) % (base_micros / 2 + 1);
+    let jitter = rand::random_range(0..=base_micros / 2);
     std::time::Duration::from_micros(base_micros / 2 + jitter)
 }
