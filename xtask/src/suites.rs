@@ -7,7 +7,8 @@ use crate::servers::{self, RunDir, Server};
 use crate::workspace::{Workspace, cargo, env_nonempty, is_ci};
 
 /// Packages whose tests belong to a backend line rather than to `unit`.
-const BACKEND_PACKAGES: [&str; 7] = [
+const BACKEND_PACKAGES: [&str; 8] = [
+    "opstore",
     "opstore-memory",
     "opstore-postgres",
     "opstore-mongo",
@@ -18,7 +19,7 @@ const BACKEND_PACKAGES: [&str; 7] = [
 ];
 
 /// Packages that run against every server the run starts.
-const APP_PACKAGES: [&str; 3] = ["opstore-app", "opstore-e2e", "opstore-cli"];
+const APP_PACKAGES: [&str; 4] = ["opstore", "opstore-app", "opstore-e2e", "opstore-cli"];
 
 /// The suites, in the order they run and are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,7 +420,7 @@ fn app_suite(
     }
     // Every backend compiled in, so that the tests can reach the servers started above.
     counts += cargo_test(&packages, &["--all-features"], &env);
-    counts += run_examples(ws, "opstore-app");
+    counts += run_examples(ws, "opstore");
     counts
 }
 

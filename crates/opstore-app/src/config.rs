@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use opstore_domain::redact::redact_url;
-use opstore_domain::{Result, StoreError};
+use opstore_domain::{ManualClock, Result, StoreError};
 
 /// Which backend a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +172,15 @@ pub struct StoreConfig {
     pub database: Option<String>,
     /// Clock for expiry decisions where the backend offers a choice.
     pub expiry_clock: ExpiryClockSource,
+    /// How much change-feed history watchers can resume from; `None` keeps the
+    /// backend's default (memory one hour, PostgreSQL seven days, MongoDB the
+    /// oplog's, ScyllaDB one day).
+    pub feed_retention: Option<Duration>,
+    /// A clock that tests move by hand instead of waiting: it judges expiry of
+    /// leases, idempotency keys, TTL documents and feed history. It overrides
+    /// `expiry_clock`. Memory and MongoDB honour it; PostgreSQL and ScyllaDB
+    /// expire by the server's clock and refuse it with `Validation`.
+    pub test_clock: Option<ManualClock>,
 }
 
 impl StoreConfig {
@@ -185,6 +194,8 @@ impl StoreConfig {
             tls: TlsFiles::default(),
             database: None,
             expiry_clock: ExpiryClockSource::Server,
+            feed_retention: None,
+            test_clock: None,
         })
     }
 

@@ -20,8 +20,3 @@ pub mod worker;
 
 pub use config::{Backend, ExpiryClockSource, StoreConfig, StoreUrl, TlsFiles};
 pub use datastore::DataStore;
-
-// The README's Rust examples run as doc tests of this crate, so they always compile.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

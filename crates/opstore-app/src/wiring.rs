@@ -12,9 +12,7 @@ use crate::config::{Backend, StoreConfig};
 pub async fn connect(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     match config.url.backend() {
         #[cfg(feature = "memory")]
-        Backend::Memory => Ok(Arc::new(opstore_memory::MemoryStore::new(
-            opstore_memory::MemoryConfig::default(),
-        ))),
+        Backend::Memory => Ok(memory(config)),
         #[cfg(feature = "postgres")]
         Backend::Postgres => postgres(config).await,
         #[cfg(feature = "mongo")]
@@ -24,6 +22,18 @@ pub async fn connect(config: &StoreConfig) -> Result<Arc<dyn Store>> {
         #[allow(unreachable_patterns)]
         other => Err(feature_off(other)),
     }
+}
+
+#[cfg(feature = "memory")]
+fn memory(config: &StoreConfig) -> Arc<dyn Store> {
+    let mut memory = opstore_memory::MemoryConfig::default();
+    if let Some(clock) = &config.test_clock {
+        memory.clock = Arc::new(clock.clone());
+    }
+    if let Some(age) = config.feed_retention {
+        memory.feed_retention.max_age = age;
+    }
+    Arc::new(opstore_memory::MemoryStore::new(memory))
 }
 
 fn feature_off(backend: Backend) -> StoreError {
@@ -48,6 +58,13 @@ fn with_params(url: &str, params: &[(&str, String)]) -> String {
 
 #[cfg(feature = "postgres")]
 async fn postgres(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    if config.test_clock.is_some() {
+        return Err(StoreError::Validation(
+            "postgres expires leases, idempotency keys and feed history by the database clock; \
+             a test clock cannot move it (use the memory or mongo backend)"
+                .into(),
+        ));
+    }
     let mut params = Vec::new();
     if let Some(ca) = &config.tls.ca_file {
         params.push(("sslrootcert", ca.display().to_string()));
@@ -63,6 +80,9 @@ async fn postgres(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     pg.acquire_timeout = config.connect_timeout;
     pg.statement_timeout = Some(config.operation_timeout);
     pg.schema = config.database.clone();
+    if let Some(retention) = config.feed_retention {
+        pg.feed_retention = retention;
+    }
     Ok(Arc::new(opstore_postgres::PgStore::connect(pg).await?))
 }
 
@@ -86,9 +106,12 @@ async fn mongo(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     mongo.connect_timeout = config.connect_timeout;
     mongo.server_selection_timeout = config.connect_timeout;
     mongo.operation_timeout = config.operation_timeout;
-    if config.expiry_clock == crate::config::ExpiryClockSource::Client {
-        mongo.clock = opstore_mongo::ExpiryClock::Client;
-    }
+    mongo.feed_retention = config.feed_retention;
+    mongo.clock = match (&config.test_clock, config.expiry_clock) {
+        (Some(clock), _) => opstore_mongo::ExpiryClock::Manual(clock.clone()),
+        (None, crate::config::ExpiryClockSource::Client) => opstore_mongo::ExpiryClock::Client,
+        (None, crate::config::ExpiryClockSource::Server) => opstore_mongo::ExpiryClock::Server,
+    };
     Ok(Arc::new(opstore_mongo::MongoStore::connect(mongo).await?))
 }
 
@@ -103,6 +126,13 @@ fn database_in_path(url: &str) -> Option<String> {
 
 #[cfg(feature = "scylla")]
 async fn scylla(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    if config.test_clock.is_some() {
+        return Err(StoreError::Validation(
+            "scylla expires leases, idempotency keys and TTL rows by the server's clock; \
+             a test clock cannot move it (use the memory, postgres or mongo backend)"
+                .into(),
+        ));
+    }
     let mut scylla = opstore_scylla::ScyllaConfig::from_url(config.url.expose())?;
     // Files from the configuration override those named in the URL; the URL's
     // server-name options stay in force.
@@ -135,6 +165,9 @@ async fn scylla(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     }
     scylla.connect_timeout = config.connect_timeout;
     scylla.request_timeout = config.operation_timeout;
+    if let Some(retention) = config.feed_retention {
+        scylla.feed.retention = retention;
+    }
     Ok(Arc::new(
         opstore_scylla::ScyllaStore::connect(scylla).await?,
     ))

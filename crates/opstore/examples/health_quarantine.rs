@@ -3,19 +3,18 @@
 //! report is skipped by its idempotency key, and an operator's manual uncordon
 //! cancels the quarantine session so that automation leaves the node alone.
 //!
-//! `cargo run -p opstore-app --example health_quarantine` runs it on the embedded
+//! `cargo run -p opstore --example health_quarantine` runs it on the embedded
 //! memory store; set `OPSTORE_URL` (e.g. `postgres://app:secret@db/ops`) for a server.
 
-use opstore_app::services::health::{CreateOutcome, HealthEventService};
-use opstore_app::{DataStore, StoreConfig};
-use opstore_domain::entities::health::{HealthEvent, QuarantineStatus};
+use opstore::prelude::*;
+use opstore::services::health::{CreateOutcome, HealthEventService};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = DataStore::open(&StoreConfig::from_env()?).await?;
     let events = HealthEventService::new(store.store().clone())?;
     // A fresh node name per run, so that reruns against a server start clean.
-    let node = format!("gpu-node-{}", &opstore_app::services::new_id()[..8]);
+    let node = format!("gpu-node-{}", &opstore::services::new_id()[..8]);
 
     let report = |xid: &str| HealthEvent {
         agent: "gpu-health-monitor".into(),

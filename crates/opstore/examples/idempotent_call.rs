@@ -3,15 +3,14 @@
 //! stored response instead of a second cluster; the same key with a different
 //! request is refused rather than answered wrongly.
 //!
-//! `cargo run -p opstore-app --example idempotent_call` runs it on the embedded
+//! `cargo run -p opstore --example idempotent_call` runs it on the embedded
 //! memory store; set `OPSTORE_URL` (e.g. `postgres://app:secret@db/ops`) for a server.
 
 use std::time::Duration;
 
-use opstore_app::services::control_plane::{ControlPlaneService, Idempotent};
-use opstore_app::{DataStore, StoreConfig, services::new_id};
-use opstore_domain::entities::control_plane::Cluster;
-use opstore_domain::{Result, Timestamp, Value, json};
+use opstore::prelude::*;
+use opstore::services::control_plane::{ControlPlaneService, Idempotent};
+use opstore::services::new_id;
 
 /// `POST /clusters`: the handler an API server would run for each request.
 async fn create_cluster(
@@ -32,9 +31,8 @@ async fn create_cluster(
                 doc["id"] = json!("");
                 doc["status"] = json!("PENDING");
                 (doc["created_at"], doc["updated_at"]) = (json!(now), json!(now));
-                let cluster: Cluster = serde_json::from_value(doc).map_err(|e| {
-                    opstore_domain::StoreError::Validation(format!("bad request: {e}"))
-                })?;
+                let cluster: Cluster = serde_json::from_value(doc)
+                    .map_err(|e| StoreError::Validation(format!("bad request: {e}")))?;
                 let created = plane.create_cluster(cluster).await?;
                 Ok(json!({ "id": created.id, "status": created.status }))
             },

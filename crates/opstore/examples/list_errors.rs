@@ -1,14 +1,12 @@
 //! A downstream service in twenty lines: open the configured store, record an
 //! error, list a page of errors.
 //!
-//! `cargo run -p opstore-app --example list_errors` (set `OPSTORE_URL` for a server).
+//! `cargo run -p opstore --example list_errors` (set `OPSTORE_URL` for a server).
 
-use opstore_app::{DataStore, StoreConfig};
-use opstore_domain::entities::errors::ErrorRecord;
-use opstore_domain::{Filter, Query, Repository};
+use opstore::prelude::*;
 
 #[tokio::main]
-async fn main() -> opstore_domain::Result<()> {
+async fn main() -> Result<()> {
     // OPSTORE_URL=postgres://app:secret@db/ops, or memory:// when unset.
     let store = DataStore::open(&StoreConfig::from_env()?).await?;
     let errors = store.repository::<ErrorRecord>()?;

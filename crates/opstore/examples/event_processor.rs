@@ -3,17 +3,16 @@
 //! poison record fails for good and lands in the dead letters; after a stop the
 //! processor resumes from its checkpoint and sees only what is new.
 //!
-//! `cargo run -p opstore-app --example event_processor` runs it on the embedded
+//! `cargo run -p opstore --example event_processor` runs it on the embedded
 //! memory store; set `OPSTORE_URL` (e.g. `postgres://app:secret@db/ops`) for a server.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use opstore_app::processor::{EventProcessor, HandlerError, ProcessorConfig, ProcessorHandle};
-use opstore_app::processor::{ProcessorPorts, RetryPolicy, StartFrom};
-use opstore_app::{DataStore, StoreConfig, services::new_id};
-use opstore_domain::entities::{dead_letter::DeadLetter, errors::ErrorRecord, errors::Priority};
-use opstore_domain::{ChangeEvent, Entity, Filter, Query, Repository, Result, Timestamp};
+use opstore::prelude::*;
+use opstore::processor::{EventProcessor, HandlerError, ProcessorConfig, ProcessorHandle};
+use opstore::processor::{ProcessorPorts, RetryPolicy, StartFrom};
+use opstore::services::new_id;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::time::timeout;
 

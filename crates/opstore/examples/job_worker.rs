@@ -4,15 +4,14 @@
 //! `LockHeld`. Once the lock is released, a write fenced by the old lease is
 //! rejected, and the next holder gets a larger fencing token.
 //!
-//! `cargo run -p opstore-app --example job_worker` runs it on the embedded memory
+//! `cargo run -p opstore --example job_worker` runs it on the embedded memory
 //! store; set `OPSTORE_URL` (e.g. `postgres://app:secret@db/ops`) for a server.
 
 use std::time::Duration;
 
-use opstore_app::services::control_plane::{ControlPlaneService, JobFailure, JobRun, JobRunConfig};
-use opstore_app::{DataStore, StoreConfig, services::new_id};
-use opstore_domain::entities::control_plane::{Cluster, JobType};
-use opstore_domain::{Timestamp, TxOptions, json, run_transaction};
+use opstore::prelude::*;
+use opstore::services::control_plane::{ControlPlaneService, JobFailure, JobRun, JobRunConfig};
+use opstore::services::new_id;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
