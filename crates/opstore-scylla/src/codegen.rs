@@ -8,6 +8,7 @@
 use opstore_domain::Schema;
 
 use crate::config::Replication;
+use crate::flavour::Flavour;
 use crate::table::{Column, DOC, LAST_OP, TableLayout, cql_type, quote, sanitize};
 
 /// Lease table (fencing counter without TTL, holder cells with TTL).
@@ -49,7 +50,9 @@ pub struct DdlOptions {
     pub keyspace: String,
     /// Keyspace replication.
     pub replication: Replication,
-    /// `Some(enabled)` writes the `tablets` option (ScyllaDB 6+).
+    /// The server the statements are for.
+    pub flavour: Flavour,
+    /// `Some(enabled)` writes the `tablets` option (ScyllaDB 6+; never on Cassandra).
     pub tablets: Option<bool>,
     /// CDC log TTL in seconds (the change feed's retention).
     pub cdc_ttl_secs: u64,
@@ -63,6 +66,7 @@ impl DdlOptions {
             replication: Replication::NetworkTopology {
                 factors: vec![("replication_factor".into(), 3)],
             },
+            flavour: Flavour::Scylla,
             tablets: Some(false),
             cdc_ttl_secs: 86_400,
         }
@@ -95,8 +99,8 @@ pub fn ddl(options: &DdlOptions, schemas: &[&'static Schema]) -> Vec<DdlStep> {
     let ks = &options.keyspace;
     let mut steps = Vec::new();
     let tablets = match options.tablets {
-        Some(on) => format!(" AND tablets = {{'enabled': {on}}}"),
-        None => String::new(),
+        Some(on) if options.flavour.has_tablets() => format!(" AND tablets = {{'enabled': {on}}}"),
+        _ => String::new(),
     };
     steps.push(DdlStep {
         kind: DdlKind::Keyspace,
@@ -109,7 +113,11 @@ pub fn ddl(options: &DdlOptions, schemas: &[&'static Schema]) -> Vec<DdlStep> {
     });
     for schema in schemas {
         let layout = TableLayout::new(ks, schema);
-        steps.push(entity_table(&layout, options.cdc_ttl_secs));
+        let cdc_ttl_secs = options
+            .flavour
+            .has_cdc_log()
+            .then_some(options.cdc_ttl_secs);
+        steps.push(entity_table(&layout, cdc_ttl_secs));
         for field in schema.indexed_fields() {
             if layout.column(field.path()).is_none() {
                 continue;
@@ -146,7 +154,7 @@ pub fn ddl(options: &DdlOptions, schemas: &[&'static Schema]) -> Vec<DdlStep> {
             ("name", "text"),
             ("fence", "bigint"),
             ("owner", "text"),
-            ("token", "bigint"),
+            ("\"token\"", "bigint"),
             ("expires_at", "timestamp"),
         ],
         "name",
@@ -167,7 +175,7 @@ pub fn ddl(options: &DdlOptions, schemas: &[&'static Schema]) -> Vec<DdlStep> {
         CHECKPOINTS,
         &[
             ("processor", "text"),
-            ("token", "blob"),
+            ("\"token\"", "blob"),
             ("saved_at", "timestamp"),
         ],
         "processor",
@@ -175,7 +183,9 @@ pub fn ddl(options: &DdlOptions, schemas: &[&'static Schema]) -> Vec<DdlStep> {
     steps
 }
 
-fn entity_table(layout: &TableLayout, cdc_ttl_secs: u64) -> DdlStep {
+/// The entity table; `cdc_ttl_secs` is `None` where the server has no CDC log
+/// the feed could read.
+fn entity_table(layout: &TableLayout, cdc_ttl_secs: Option<u64>) -> DdlStep {
     let schema = layout.schema;
     let mut columns: Vec<(String, String)> = layout
         .columns
@@ -194,9 +204,12 @@ fn entity_table(layout: &TableLayout, cdc_ttl_secs: u64) -> DdlStep {
         .map(|(c, t)| format!("    {c} {t}"))
         .chain([format!("    PRIMARY KEY ({pk})")])
         .collect();
-    let mut options = vec![format!(
-        "cdc = {{'enabled': true, 'preimage': false, 'postimage': false, 'ttl': {cdc_ttl_secs}}}"
-    )];
+    let mut options = Vec::new();
+    if let Some(cdc_ttl_secs) = cdc_ttl_secs {
+        options.push(format!(
+            "cdc = {{'enabled': true, 'preimage': false, 'postimage': false, 'ttl': {cdc_ttl_secs}}}"
+        ));
+    }
     if let Some(ttl) = schema.ttl() {
         options.push(format!(
             "default_time_to_live = {}",
@@ -211,14 +224,18 @@ fn entity_table(layout: &TableLayout, cdc_ttl_secs: u64) -> DdlStep {
     if !order.is_empty() {
         options.push(format!("CLUSTERING ORDER BY ({})", order.join(", ")));
     }
+    let with = if options.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH {}", options.join("\n  AND "))
+    };
     DdlStep {
         kind: DdlKind::Table,
         name: schema.name().to_owned(),
         cql: format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n{}\n) WITH {}",
+            "CREATE TABLE IF NOT EXISTS {} (\n{}\n){with}",
             layout.qualified(),
             body.join(",\n"),
-            options.join("\n  AND ")
         ),
         columns,
     }
@@ -337,6 +354,7 @@ mod tests {
         let options = DdlOptions {
             keyspace: "t1".into(),
             replication: Replication::Simple { factor: 1 },
+            flavour: Flavour::Scylla,
             tablets: None,
             cdc_ttl_secs: 60,
         };
@@ -346,6 +364,29 @@ mod tests {
             "CREATE KEYSPACE IF NOT EXISTS t1 WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
         );
         assert_eq!(steps.len(), 4);
+    }
+
+    #[test]
+    fn cassandra_gets_neither_tablets_nor_cdc() {
+        let options = DdlOptions {
+            keyspace: "t1".into(),
+            replication: Replication::Simple { factor: 1 },
+            flavour: Flavour::Cassandra,
+            tablets: Some(false),
+            cdc_ttl_secs: 60,
+        };
+        let steps = ddl(&options, &[&EVENTS]);
+        assert_eq!(
+            steps[0].cql,
+            "CREATE KEYSPACE IF NOT EXISTS t1 WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
+        let table = steps.iter().find(|s| s.name == "events").unwrap();
+        assert!(!table.cql.contains("cdc"), "{}", table.cql);
+        assert!(
+            table.cql.contains(") WITH default_time_to_live = 3600"),
+            "{}",
+            table.cql
+        );
     }
 
     #[test]

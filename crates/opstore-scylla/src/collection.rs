@@ -8,8 +8,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use opstore_domain::eval::{self, get_path, index_key};
 use opstore_domain::schema::check_key;
 use opstore_domain::{
-    Agg, Collection, FieldType, Filter, Page, Query, Result, Schema, StoreError, Timestamp, Update,
-    UpdateCount, UpdateOp, Upserted, Value,
+    Agg, Checked, Collection, FieldType, Filter, Page, Query, Result, Schema, StoreError,
+    Timestamp, Update, UpdateCount, Upserted, Value,
 };
 
 use crate::codegen::unique_table;
@@ -150,11 +150,13 @@ impl ScyllaCollection {
     }
 
     /// Applies a checked update; returns the new document and whether it changed.
-    fn apply(&self, old: &Value, update: &Update, inserting: bool) -> Result<(Value, bool)> {
-        let mut doc = old.clone();
-        let changed = eval::apply_update(&mut doc, update, inserting);
-        normalize_sets(self.layout.schema, &mut doc, update);
-        self.layout.schema.check_document(&doc)?;
+    fn apply(
+        &self,
+        old: &Value,
+        update: &Checked<Update>,
+        inserting: bool,
+    ) -> Result<(Value, bool)> {
+        let (doc, changed) = self.layout.schema.updated(old, update, inserting)?;
         if let Some(col) = self.layout.clustering_changed(old, &doc) {
             if !inserting {
                 return Err(StoreError::Validation(format!(
@@ -174,6 +176,28 @@ impl ScyllaCollection {
             .iter()
             .filter(move |f| f.is_unique() && f.path() != key)
             .map(|f| f.path())
+    }
+
+    /// `Conflict` when two of `docs` hold one unique value: those writes could
+    /// never all succeed, so none is made.
+    fn check_unique_among(&self, docs: &[Value]) -> Result<()> {
+        for path in self.unique_fields() {
+            let mut holders: std::collections::HashMap<String, &str> =
+                std::collections::HashMap::new();
+            for doc in docs {
+                let Some(v) = get_path(doc, path).filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                let key = self.key_of(doc);
+                if let Some(first) = holders.insert(index_key(v), key) {
+                    return Err(StoreError::Conflict(format!(
+                        "{}: `{first}` and `{key}` would both hold unique `{path}` = {v}",
+                        self.op("update_many").describe()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Claims the unique values of `new` that `old` did not hold. On a conflict,
@@ -371,7 +395,7 @@ impl ScyllaCollection {
         &self,
         mut current: Stored,
         filter: Option<&Filter>,
-        update: &Update,
+        update: &Checked<Update>,
         op_name: &str,
     ) -> Result<Option<(Value, bool)>> {
         let key = self.key_of(&current.doc).to_owned();
@@ -396,28 +420,6 @@ impl ScyllaCollection {
 }
 
 /// Set-typed fields hold each value once: a push of a present value is a no-op.
-fn normalize_sets(schema: &Schema, doc: &mut Value, update: &Update) {
-    for op in &update.ops {
-        let UpdateOp::Push(path, _) = op else {
-            continue;
-        };
-        if !matches!(schema.field(path).map(|f| f.ty()), Some(FieldType::Set(_))) {
-            continue;
-        }
-        if let Some(Value::Array(items)) = pointer_mut(doc, path) {
-            eval::dedup_array(items);
-        }
-    }
-}
-
-fn pointer_mut<'a>(doc: &'a mut Value, path: &str) -> Option<&'a mut Value> {
-    let mut cur = doc;
-    for seg in path.split('.') {
-        cur = cur.as_object_mut()?.get_mut(seg)?;
-    }
-    Some(cur)
-}
-
 fn window<T>(docs: Vec<T>, skip: u64, limit: u64) -> Vec<T> {
     let skip = usize::try_from(skip).unwrap_or(usize::MAX);
     let limit = if limit == 0 {
@@ -587,9 +589,11 @@ impl Collection for ScyllaCollection {
         let update = self.layout.schema.check_update(update)?;
         let targets = self.matching("update_many", &filter).await?;
         // Validate every new document first so a bad update writes nothing.
+        let mut news = Vec::with_capacity(targets.len());
         for t in &targets {
-            self.apply(&t.doc, &update, false)?;
+            news.push(self.apply(&t.doc, &update, false)?.0);
         }
+        self.check_unique_among(&news)?;
         let mut counts = UpdateCount::default();
         for t in targets {
             if let Some((_, changed)) = self

@@ -99,7 +99,7 @@ impl ScyllaLocks {
 
     async fn read(&self, name: &str) -> Result<Option<LeaseRow>> {
         let stmt = self.exec.serial_read(format!(
-            "SELECT fence, owner, token, expires_at FROM {} WHERE name = ?",
+            "SELECT fence, owner, \"token\", expires_at FROM {} WHERE name = ?",
             self.table()
         ));
         let rows = self
@@ -117,7 +117,7 @@ impl ScyllaLocks {
     /// cells (with TTL) in one conditional batch on the lease's partition.
     fn acquire_cql(&self, had_owner: bool) -> (String, String) {
         let cond = if had_owner {
-            "IF fence = ? AND owner = ? AND token = ?"
+            "IF fence = ? AND owner = ? AND \"token\" = ?"
         } else {
             "IF fence = ? AND owner = null"
         };
@@ -127,7 +127,7 @@ impl ScyllaLocks {
                 self.table()
             ),
             format!(
-                "UPDATE {} USING TTL ? SET owner = ?, token = ?, expires_at = ? WHERE name = ?",
+                "UPDATE {} USING TTL ? SET owner = ?, \"token\" = ?, expires_at = ? WHERE name = ?",
                 self.table()
             ),
         )
@@ -216,8 +216,8 @@ impl LockManager for ScyllaLocks {
         let now = Timestamp::now();
         let expires = now.add(ttl);
         let stmt = self.exec.lwt(format!(
-            "UPDATE {} USING TTL ? SET owner = ?, token = ?, expires_at = ? WHERE name = ? \
-             IF owner = ? AND token = ? AND expires_at > ?",
+            "UPDATE {} USING TTL ? SET owner = ?, \"token\" = ?, expires_at = ? WHERE name = ? \
+             IF owner = ? AND \"token\" = ? AND expires_at > ?",
             self.table()
         ));
         let token = CqlValue::BigInt(i64::try_from(lease.token()).unwrap_or(i64::MAX));
@@ -248,7 +248,7 @@ impl LockManager for ScyllaLocks {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let stmt = self.exec.lwt(format!(
-            "DELETE owner, token, expires_at FROM {} WHERE name = ? IF owner = ? AND token = ? AND expires_at > ?",
+            "DELETE owner, \"token\", expires_at FROM {} WHERE name = ? IF owner = ? AND \"token\" = ? AND expires_at > ?",
             self.table()
         ));
         let values = [
@@ -280,7 +280,7 @@ impl LockManager for ScyllaLocks {
 
     async fn list(&self) -> Result<Vec<Lease>> {
         let stmt = self.exec.stmt(format!(
-            "SELECT name, fence, owner, token, expires_at FROM {}",
+            "SELECT name, fence, owner, \"token\", expires_at FROM {}",
             self.table()
         ));
         let now = Timestamp::now();
@@ -312,7 +312,7 @@ impl LockManager for ScyllaLocks {
             return Ok(false);
         };
         let stmt = self.exec.lwt(format!(
-            "DELETE owner, token, expires_at FROM {} WHERE name = ? IF owner = ? AND token = ?",
+            "DELETE owner, \"token\", expires_at FROM {} WHERE name = ? IF owner = ? AND \"token\" = ?",
             self.table()
         ));
         let values = [
@@ -328,7 +328,14 @@ impl LockManager for ScyllaLocks {
     }
 }
 
-/// Idempotency keys on `opstore_idempotency`, rows written `USING TTL`.
+/// How long the server keeps an idempotency record past its expiry. Reads treat
+/// it as gone at once; the grace lets `purge_expired` find, delete and count it,
+/// while the server still drops records nobody purges.
+const PURGE_GRACE: Duration = Duration::from_secs(3600);
+const PURGE_GRACE_SECS: i32 = 3600;
+
+/// Idempotency keys on `opstore_idempotency`, rows written `USING TTL` (their
+/// expiry plus [`PURGE_GRACE`]).
 #[derive(Debug, Clone)]
 pub struct ScyllaIdempotency {
     exec: Exec,
@@ -388,7 +395,8 @@ pub(crate) fn begin_outcome(row: &Row, fingerprint: &str) -> Result<Begin> {
 impl IdempotencyStore for ScyllaIdempotency {
     async fn begin(&self, key: &str, fingerprint: &str, ttl: Duration) -> Result<Begin> {
         check_key("idempotency keys", key)?;
-        let secs = ttl_secs("idempotency begin", ttl)?;
+        ttl_secs("idempotency begin", ttl)?;
+        let secs = ttl_secs("idempotency begin", ttl.saturating_add(PURGE_GRACE))?;
         let op = Op::new("begin", IDEMPOTENCY).key(key);
         for _ in 0..ATTEMPTS {
             let now = Timestamp::now();
@@ -412,7 +420,7 @@ impl IdempotencyStore for ScyllaIdempotency {
             if old.is_some_and(|ms| ms > now.as_millis()) {
                 return begin_outcome(&row, fingerprint);
             }
-            // Expired but not yet dropped (TTL is whole seconds): take it over.
+            // Expired but still kept for the purge grace: take it over.
             let take = self.exec.lwt(format!(
                 "UPDATE {} USING TTL ? SET fingerprint = ?, response = null, expires_at = ? WHERE \"key\" = ? IF expires_at = ?",
                 self.table()
@@ -446,7 +454,8 @@ impl IdempotencyStore for ScyllaIdempotency {
         };
         let remaining = i32::try_from((exp - now.as_millis() + 999) / 1000)
             .unwrap_or(i32::MAX)
-            .max(1);
+            .max(1)
+            .saturating_add(PURGE_GRACE_SECS);
         let stmt = self.exec.lwt(format!(
             "UPDATE {} USING TTL ? SET response = ?, fingerprint = ?, expires_at = ? WHERE \"key\" = ? IF expires_at = ?",
             self.table()
@@ -558,7 +567,7 @@ impl CheckpointStore for ScyllaCheckpoints {
     async fn save(&self, processor: &str, token: &ResumeToken) -> Result<()> {
         check_name("processor", processor)?;
         let stmt = self.exec.stmt(format!(
-            "INSERT INTO {} (processor, token, saved_at) VALUES (?, ?, ?)",
+            "INSERT INTO {} (processor, \"token\", saved_at) VALUES (?, ?, ?)",
             self.table()
         ));
         let values = [
@@ -575,7 +584,7 @@ impl CheckpointStore for ScyllaCheckpoints {
     async fn load(&self, processor: &str) -> Result<Option<ResumeToken>> {
         check_name("processor", processor)?;
         let stmt = self.exec.stmt(format!(
-            "SELECT token FROM {} WHERE processor = ?",
+            "SELECT \"token\" FROM {} WHERE processor = ?",
             self.table()
         ));
         let rows = self

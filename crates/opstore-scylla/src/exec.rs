@@ -8,6 +8,7 @@ use opstore_domain::Result;
 
 use crate::config::ScyllaConfig;
 use crate::error::{Op, map_driver_error};
+use crate::flavour::Flavour;
 use crate::session::{CqlSession, RowPage};
 use crate::value::{BatchKind, CqlValue, Row, Statement, applied};
 
@@ -18,6 +19,8 @@ pub struct Exec {
     pub session: Arc<dyn CqlSession>,
     /// Validated configuration.
     pub config: Arc<ScyllaConfig>,
+    /// The server flavour, detected at connect.
+    pub flavour: Flavour,
 }
 
 impl Exec {

@@ -295,6 +295,15 @@ impl ScyllaFeed {
 #[async_trait]
 impl ChangeFeed for ScyllaFeed {
     async fn watch(&self, request: WatchRequest) -> Result<ChangeStream> {
+        if !self.exec.flavour.has_cdc_log() {
+            return Err(StoreError::Unsupported(format!(
+                "watch `{}` on {}: capability change_feed is missing (Cassandra's CDC writes \
+                 commit-log segments for external readers, not CQL tables); use ScyllaDB, \
+                 PostgreSQL or MongoDB for a change feed",
+                request.schema.name(),
+                self.exec.flavour.name()
+            )));
+        }
         let layout = TableLayout::new(&self.exec.config.keyspace, request.schema);
         if let Some(f) = &request.filter {
             request.schema.check_filter(f)?;

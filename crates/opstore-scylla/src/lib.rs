@@ -50,6 +50,7 @@ pub mod coord;
 pub mod error;
 pub mod exec;
 pub mod feed;
+pub mod flavour;
 pub mod planner;
 pub mod session;
 pub mod table;
@@ -75,6 +76,7 @@ pub use config::{
     BreakerConfig, Credentials, FeedConfig, Replication, ScanPolicy, ScyllaConfig, ScyllaTls,
     Secret,
 };
+pub use flavour::Flavour;
 pub use opstore_domain::breaker::{Admission, BreakerState, CircuitBreaker};
 pub use session::{CqlSession, DriverError, DriverSession};
 
@@ -101,21 +103,30 @@ impl ScyllaStore {
     /// Validates `config` and connects; `Connection` when no node answers.
     pub async fn connect(config: ScyllaConfig) -> Result<Self> {
         config.validate()?;
+        let described = config.describe();
+        let op = Op::new("connect", &described);
         let session = DriverSession::connect(&config)
             .await
-            .map_err(|e| map_driver_error(Op::new("connect", &config.describe()), e))?;
+            .map_err(|e| map_driver_error(op, e))?;
+        let flavour = Flavour::detect(&session)
+            .await
+            .map_err(|e| map_driver_error(op, e))?;
+        tracing::debug!(flavour = flavour.name(), "connected to a CQL cluster");
         Ok(Self::with_session(
             config,
             Arc::new(session),
+            flavour,
             Arc::new(SystemClock),
         ))
     }
 
     /// A store over any [`CqlSession`] (the driver, or a recording fake in unit
-    /// tests); `clock` drives the health check's circuit breaker.
+    /// tests) of a server of `flavour`; `clock` drives the health check's circuit
+    /// breaker.
     pub fn with_session(
         config: ScyllaConfig,
         session: Arc<dyn CqlSession>,
+        flavour: Flavour,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let breaker = Arc::new(CircuitBreaker::new(config.breaker, clock));
@@ -123,6 +134,7 @@ impl ScyllaStore {
             exec: Exec {
                 session,
                 config: Arc::new(config),
+                flavour,
             },
             breaker,
         }
@@ -131,6 +143,11 @@ impl ScyllaStore {
     /// The configuration.
     pub fn config(&self) -> &ScyllaConfig {
         &self.exec.config
+    }
+
+    /// The server flavour detected at connect.
+    pub fn flavour(&self) -> Flavour {
+        self.exec.flavour
     }
 
     /// The health check's circuit breaker.
@@ -153,11 +170,33 @@ impl ScyllaStore {
         })
     }
 
+    /// Empties every table of the configured keyspace (entity, change-log, unique,
+    /// lease, idempotency and checkpoint tables) and keeps the schema: a reset for
+    /// tests and staging environments that is much cheaper than recreating it.
+    pub async fn truncate_keyspace(&self) -> Result<()> {
+        let ks = self.exec.config.keyspace.clone();
+        let tables = self
+            .names(
+                "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+                "table_name",
+            )
+            .await?;
+        for table in tables {
+            self.exec
+                .session
+                .schema_change(&format!("TRUNCATE TABLE {ks}.\"{table}\""))
+                .await
+                .map_err(|e| map_driver_error(Op::new("truncate", &table), e))?;
+        }
+        Ok(())
+    }
+
     fn ddl_options(&self) -> DdlOptions {
         let c = &self.exec.config;
         DdlOptions {
             keyspace: c.keyspace.clone(),
             replication: c.replication.clone(),
+            flavour: self.exec.flavour,
             tablets: c.tablets,
             cdc_ttl_secs: c.feed.retention.as_secs().max(1),
         }
@@ -189,20 +228,27 @@ impl Store for ScyllaStore {
 
     fn capabilities(&self) -> Capabilities {
         let bounded = matches!(self.exec.config.scan_policy, ScanPolicy::Bounded { .. });
+        let feed_note = if self.exec.flavour.has_cdc_log() {
+            "change feed from CDC log tables, ordered per partition, read a confidence window behind now"
+        } else {
+            "no change feed on Cassandra: its CDC writes commit-log segments for external readers, not CQL tables; \
+             watch is Unsupported (use ScyllaDB, PostgreSQL or MongoDB for event processors)"
+        };
         Capabilities {
             transactions: false,
             row_locks: false,
-            change_feed: true,
+            change_feed: self.exec.flavour.has_cdc_log(),
             change_feed_order: "partition",
-            sort_any_field: false,
-            filter_any_field: false,
+            // A bounded scan serves any filter and sort (in process, up to its cap).
+            sort_any_field: bounded,
+            filter_any_field: bounded,
             aggregates: false,
             claim: true,
             notes: vec![
                 "no multi-document transactions: single-document writes are compare-and-set (LWT)".into(),
                 "filters need an equality on the key or an indexed field; others are Unsupported unless ScanPolicy::Bounded".into(),
                 "sorts, count-by and min/max/sum run in process over the rows a key or index lookup selects".into(),
-                "change feed from CDC log tables, ordered per partition, read a confidence window behind now".into(),
+                feed_note.into(),
                 "insert_many checks keys first and rolls back its own rows if a concurrent writer wins a key".into(),
                 format!("bounded scans {}", if bounded { "enabled" } else { "disabled" }),
             ],
@@ -229,8 +275,8 @@ impl Store for ScyllaStore {
                         .first()
                         .and_then(|r| r.text("release_version"))
                         .map_or_else(
-                            || "scylla".to_owned(),
-                            |v| format!("scylla (cql release {v})"),
+                            || self.exec.flavour.name().to_owned(),
+                            |v| format!("{} (release {v})", self.exec.flavour.name()),
                         ),
                     latency: started.elapsed(),
                 })

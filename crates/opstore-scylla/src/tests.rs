@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use crate::fake::{FakeSession, applied_row};
 use crate::value::{Consistency, CqlValue, Row};
-use crate::{ScanPolicy, ScyllaConfig, ScyllaStore};
+use crate::{Flavour, ScanPolicy, ScyllaConfig, ScyllaStore};
 
 static ITEMS: LazyLock<Schema> = LazyLock::new(|| {
     Schema::builder("items", "id")
@@ -25,7 +25,12 @@ fn store() -> (ScyllaStore, Arc<FakeSession>, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_micros(1_000_000_000));
     let mut config = ScyllaConfig::new(&["127.0.0.1"], "ks");
     config.retries = 0;
-    let store = ScyllaStore::with_session(config, fake.clone(), Arc::new(clock.clone()));
+    let store = ScyllaStore::with_session(
+        config,
+        fake.clone(),
+        Flavour::Scylla,
+        Arc::new(clock.clone()),
+    );
     (store, fake, clock)
 }
 
@@ -137,6 +142,7 @@ async fn bounded_scans_allow_filtering_and_stop_at_max_rows() {
     let store = ScyllaStore::with_session(
         config,
         fake.clone(),
+        Flavour::Scylla,
         Arc::new(ManualClock::new(Timestamp::from_micros(0))),
     );
     let items = store.collection(&ITEMS).unwrap();
@@ -301,4 +307,57 @@ async fn migrate_creates_what_is_missing_and_waits_for_agreement() {
             .iter()
             .any(|c| c.cql.contains("WITH cdc = {'enabled': true"))
     );
+}
+
+#[tokio::test]
+async fn flavour_is_scylla_only_where_system_scylla_local_exists() {
+    let fake = FakeSession::default();
+    fake.answer(
+        "system_schema.tables",
+        Ok(vec![Row::from_pairs(vec![(
+            "table_name",
+            CqlValue::Text("scylla_local".into()),
+        )])]),
+    );
+    fake.answer("system_schema.tables", Ok(Vec::new()));
+    assert_eq!(Flavour::detect(&fake).await.unwrap(), Flavour::Scylla);
+    assert_eq!(Flavour::detect(&fake).await.unwrap(), Flavour::Cassandra);
+    let call = &fake.calls()[0];
+    assert_eq!(
+        call.values,
+        [
+            CqlValue::Text("system".into()),
+            CqlValue::Text("scylla_local".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cassandra_reports_no_change_feed_and_refuses_watch_naming_the_capability() {
+    let fake = Arc::new(FakeSession::default());
+    let store = ScyllaStore::with_session(
+        ScyllaConfig::new(&["h"], "ks"),
+        fake.clone(),
+        Flavour::Cassandra,
+        Arc::new(ManualClock::new(Timestamp::from_micros(0))),
+    );
+    let caps = store.capabilities();
+    assert!(!caps.change_feed);
+    assert!(
+        caps.notes.iter().any(|n| n.contains("Cassandra")),
+        "{caps:?}"
+    );
+    let err = store
+        .change_feed()
+        .watch(opstore_domain::WatchRequest {
+            schema: &ITEMS,
+            start: opstore_domain::StartAt::Now,
+            filter: None,
+        })
+        .await
+        .err()
+        .unwrap();
+    assert!(err.is_unsupported(), "{err}");
+    assert!(err.to_string().contains("change_feed"), "{err}");
+    assert!(fake.calls().is_empty(), "nothing reaches the server");
 }
