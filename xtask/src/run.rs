@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 /// Test outcomes of one backend, one step or the whole run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -157,31 +156,6 @@ pub fn stream_lines(
     child
         .wait()
         .map_err(|e| format!("waiting for command: {e}"))
-}
-
-/// Runs `command` quietly; `Ok(true)` when it exits successfully within `timeout`.
-pub fn succeeds_within(mut command: Command, timeout: Duration) -> bool {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let Ok(mut child) = command.spawn() else {
-        return false;
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
