@@ -39,13 +39,15 @@ commands:
         suites with OPSTORE_SOAK_CASES=N (default 2000) and every fault_* suite
         N rounds (default 2) with a new OPSTORE_FAULT_SEED each; ends with a
         summary line per step and a final `N passed, N failed` line.
-  with-servers [--postgres] [--mongo] -- COMMAND...
-        start the test servers (default: both), run COMMAND with their
-        OPSTORE_* variables set, then stop them; for running single tests.
+  with-servers [--postgres] [--mongo] [--cassandra] -- COMMAND...
+        start the test servers (default: PostgreSQL and MongoDB), run COMMAND
+        with their OPSTORE_* variables set, then stop them; for running single
+        tests.
 
 environment:
   OPSTORE_POSTGRES_URL, OPSTORE_MONGODB_URL  use these servers instead of starting one
-  OPSTORE_SCYLLA_URL                         run the ScyllaDB server suite against it
+  OPSTORE_SCYLLA_URL                         run the CQL suite against this cluster
+                                             instead of a Cassandra node xtask starts
   CI=true                                    a server that cannot start is a failure";
 
 /// `with-servers`: runs one command with the test servers' environment.
@@ -60,22 +62,26 @@ fn with_servers(args: &[String]) -> Result<bool, String> {
         .ok_or("with-servers needs a command after `--`")?;
     let mut postgres = options.iter().any(|o| o == "--postgres");
     let mut mongo = options.iter().any(|o| o == "--mongo");
+    let cassandra = options.iter().any(|o| o == "--cassandra");
     if let Some(other) = options
         .iter()
-        .find(|o| *o != "--postgres" && *o != "--mongo")
+        .find(|o| !["--postgres", "--mongo", "--cassandra"].contains(&o.as_str()))
     {
         return Err(format!("unknown option `{other}` for `with-servers`"));
     }
-    if !postgres && !mongo {
+    if !postgres && !mongo && !cassandra {
         (postgres, mongo) = (true, true);
     }
     let ws = workspace::Workspace::load()?;
     let run_dir = servers::RunDir::create(&ws)?;
     let pg = postgres.then(|| servers::postgres(&run_dir)).transpose()?;
     let mongo = mongo.then(|| servers::mongo(&ws, &run_dir)).transpose()?;
+    let cql = cassandra
+        .then(|| servers::cassandra(&ws, &run_dir))
+        .transpose()?;
     let mut child = std::process::Command::new(program);
     child.args(&command[1..]);
-    for server in pg.iter().chain(mongo.iter()) {
+    for server in pg.iter().chain(mongo.iter()).chain(cql.iter()) {
         child.envs(server.env.iter().map(|(k, v)| (k, v)));
     }
     let status = child

@@ -1,4 +1,5 @@
-//! Adapter vs raw driver on the server named by `OPSTORE_SCYLLA_URL`: the
+//! Adapter vs raw driver on the CQL server named by `OPSTORE_SCYLLA_URL`
+//! (`cargo xtask bench scylla` starts a Cassandra node when it is unset): the
 //! scenarios of `opstore_scylla::bench`, printed for people and as `BENCH` lines.
 //! `OPSTORE_BENCH_QUICK=1` runs the smaller sizes `cargo xtask bench` uses.
 
@@ -11,7 +12,14 @@ fn main() {
     };
     let outcome = tokio::runtime::Runtime::new()
         .map_err(BenchError::from)
-        .and_then(|rt| rt.block_on(opstore_scylla::bench::run(&url, Scale::from_env())));
+        .and_then(|rt| {
+            rt.block_on(async {
+                if let Ok(version) = opstore_scylla::bench::server_version(&url).await {
+                    println!("BENCH_SERVER {version}");
+                }
+                opstore_scylla::bench::run(&url, Scale::from_env()).await
+            })
+        });
     match outcome {
         Ok(figures) => report(&figures),
         Err(e) => {
