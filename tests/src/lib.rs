@@ -44,27 +44,14 @@ impl Backend {
         }
     }
 
-    /// The server URL for this run, or `None` after printing a SKIP line.
+    /// The server URL for this run, or `None` after reporting the test as skipped
+    /// (see [`opstore_testkit::skip`]).
     ///
     /// # Panics
     /// Under `CI=true` when the variable is unset: CI must not pass without the server.
     pub fn url(self) -> Option<String> {
-        if let Some(url) = std::env::var(self.url_var())
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-        {
-            return Some(url);
-        }
-        let reason = format!("{} is not set (cargo xtask test sets it)", self.url_var());
-        assert!(!is_ci(), "CI=true and {} cannot run: {reason}", self.name());
-        println!("SKIP {}: {reason}", self.name());
-        None
+        opstore_testkit::require_server(self.name(), self.url_var())
     }
-}
-
-/// Whether this run is CI (`CI=true` or `CI=1`).
-pub fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// Number of property cases: `OPSTORE_SOAK_CASES` when set (soak runs), else `default`.

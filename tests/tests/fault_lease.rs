@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use fault_support::{HANG_GUARD, require_env, unique};
+use fault_support::{HANG_GUARD, require_server, unique};
 use opstore_domain::{
     Field, FieldType, Filter, Lease, ManualClock, Query, Schema, Store, StoreError, Timestamp,
     TxOptions, Update, json, run_transaction,
@@ -342,7 +342,7 @@ fn memory_with_clock() -> (Arc<dyn Store>, ManualClock) {
 }
 
 async fn postgres() -> Option<Arc<dyn Store>> {
-    let url = require_env("postgres", "OPSTORE_POSTGRES_URL")?;
+    let url = require_server("postgres", "OPSTORE_POSTGRES_URL")?;
     let mut config = PgConfig::from_url(url);
     config.schema = Some(unique("lease"));
     config.max_connections = 12;
@@ -365,7 +365,7 @@ async fn paused_holder_is_fenced_off_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_holder_is_fenced_off_on_mongo() {
-    let Some(url) = require_env("mongo", "OPSTORE_MONGODB_URL") else {
+    let Some(url) = require_server("mongo", "OPSTORE_MONGODB_URL") else {
         return;
     };
     let clock = ManualClock::new(Timestamp::now());

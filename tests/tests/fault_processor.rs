@@ -23,7 +23,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fault_support::{HANG_GUARD, require_env, unique};
+use fault_support::{HANG_GUARD, require_server, unique};
 use opstore_app::processor::{
     CheckpointPolicy, EventHandler, EventProcessor, FailureMode, HandlerError, PartitionKey,
     ProcessorConfig, ProcessorPorts, QueueConfig, QueueEventProcessor, RetryPolicy, StartFrom,
@@ -574,7 +574,7 @@ fn memory() -> Arc<dyn Store> {
 }
 
 async fn postgres() -> Option<Arc<dyn Store>> {
-    let url = require_env("postgres", "OPSTORE_POSTGRES_URL")?;
+    let url = require_server("postgres", "OPSTORE_POSTGRES_URL")?;
     let mut config = PgConfig::from_url(url);
     config.schema = Some(unique("fault"));
     config.max_connections = 8;
@@ -583,7 +583,7 @@ async fn postgres() -> Option<Arc<dyn Store>> {
 }
 
 async fn mongo() -> Option<Arc<dyn Store>> {
-    let url = require_env("mongo", "OPSTORE_MONGODB_URL")?;
+    let url = require_server("mongo", "OPSTORE_MONGODB_URL")?;
     let mut config = MongoConfig::new(url, unique("fault"));
     // SecantusDB compares `$$NOW` with stored dates unreliably.
     config.clock = ExpiryClock::Client;

@@ -1,7 +1,9 @@
 //! Running cargo with its output streamed to the terminal while libtest's summaries
 //! are counted.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
 /// Test outcomes of one backend, one step or the whole run.
@@ -25,20 +27,38 @@ impl std::ops::AddAssign for Counts {
 /// Counts every `test result:` line (unit, integration and doc-test binaries alike),
 /// a crate that failed to compile as one failure, and a test binary that died without
 /// a summary (a crash or an abort) as one failure. With `--list`, counts listed tests.
+/// Remembers which tests passed in which binary, so that [`recount_skips`] can move
+/// the ones that only skipped to `skipped`.
+///
+/// [`recount_skips`]: OutputParser::recount_skips
 #[derive(Debug, Default)]
 pub struct OutputParser {
     pub counts: Counts,
     pub listed: u64,
     /// Whether the test binary running now has already reported failed tests.
     current_reported_failure: bool,
+    /// File name of the test binary running now (empty for doc tests).
+    current_binary: String,
+    /// `(binary, test)` of every test reported `ok`.
+    passed_tests: HashSet<(String, String)>,
 }
 
 impl OutputParser {
     pub fn feed(&mut self, raw: &str) {
         let line = strip_ansi(raw);
         let line = line.trim();
-        if (line.starts_with("Running ") && line.ends_with(')')) || line.starts_with("Doc-tests ") {
+        if line.starts_with("Running ") && line.ends_with(')') {
             self.current_reported_failure = false;
+            self.current_binary = binary_of_running_line(line).to_owned();
+        } else if line.starts_with("Doc-tests ") {
+            self.current_reported_failure = false;
+            self.current_binary.clear();
+        } else if let Some(test) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... ok"))
+        {
+            self.passed_tests
+                .insert((self.current_binary.clone(), test.to_owned()));
         } else if let Some(summary) = line.strip_prefix("test result: ") {
             let passed = number_before(summary, " passed");
             let failed = number_before(summary, " failed");
@@ -59,6 +79,49 @@ impl OutputParser {
             self.listed += 1;
         }
     }
+}
+
+impl OutputParser {
+    /// Moves every passed test named in a skip record (`binary<TAB>test<TAB>why`,
+    /// written by `opstore_testkit::skip`) from `passed` to `skipped`, once per test.
+    /// A test that skipped and then failed stays failed.
+    pub fn recount_skips<'a>(&mut self, records: impl IntoIterator<Item = &'a str>) {
+        let mut moved = HashSet::new();
+        for record in records {
+            let mut fields = record.splitn(3, '\t');
+            let (Some(binary), Some(test)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let key = (binary.to_owned(), test.to_owned());
+            if self.passed_tests.contains(&key) && moved.insert(key) {
+                self.counts.passed = self.counts.passed.saturating_sub(1);
+                self.counts.skipped += 1;
+            }
+        }
+    }
+}
+
+/// The test binary's file name in `Running tests/a.rs (target/debug/deps/a-1f2e)`.
+fn binary_of_running_line(line: &str) -> &str {
+    let path = line
+        .rsplit_once('(')
+        .map_or("", |(_, rest)| rest.trim_end_matches(')'));
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+/// Every skip record in `dir` (one per line of its files), for
+/// [`OutputParser::recount_skips`]. A missing directory has none.
+pub fn read_skip_records(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    for entry in entries.flatten() {
+        if let Ok(text) = std::fs::read_to_string(entry.path()) {
+            records.extend(text.lines().map(str::to_owned));
+        }
+    }
+    records
 }
 
 /// The number right before `label` in a libtest summary such as `3 passed; 1 failed`.
@@ -216,6 +279,50 @@ mod tests {
             "test result: \x1b[32mok\x1b[0m. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n",
         );
         assert_eq!(parser.counts.passed, 7);
+    }
+
+    #[test]
+    fn skipped_tests_move_from_passed_to_skipped_once() {
+        let mut parser = parse(
+            "     Running tests/conformance.rs (target/debug/deps/conformance-1a2b)\n\
+             test cases::a ... ok\n\
+             test cases::b ... ok\n\
+             test cases::c ... FAILED\n\
+             test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
+             \x20    Running tests/other.rs (target/debug/deps/other-9f)\n\
+             test cases::a ... ok\n\
+             test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n",
+        );
+        parser.recount_skips([
+            "conformance-1a2b\tcases::a\tpostgres: OPSTORE_POSTGRES_URL is not set",
+            "conformance-1a2b\tcases::a\tmongo: OPSTORE_MONGODB_URL is not set",
+            // Skipped, then failed: stays a failure.
+            "conformance-1a2b\tcases::c\tmongo: unreachable",
+            // Unknown binary or test: nothing to move.
+            "elsewhere-00\tcases::b\tmongo: unreachable",
+            "malformed",
+        ]);
+        assert_eq!(
+            parser.counts,
+            Counts {
+                passed: 2,
+                failed: 1,
+                skipped: 1
+            }
+        );
+    }
+
+    #[test]
+    fn skip_records_are_read_from_every_file_in_the_directory() {
+        let dir = std::env::temp_dir().join(format!("xtask-skip-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("1-0.skip"), "bin\tt1\tpostgres: down\n").unwrap();
+        std::fs::write(dir.join("1-1.skip"), "bin\tt2\tmongo: down\n").unwrap();
+        let mut records = read_skip_records(&dir);
+        records.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(records, ["bin\tt1\tpostgres: down", "bin\tt2\tmongo: down"]);
+        assert!(read_skip_records(&dir).is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::run::{Counts, OutputParser, stream};
+use crate::run::{Counts, OutputParser, read_skip_records, stream};
 use crate::servers::{self, RunDir, Server};
 use crate::workspace::{Workspace, cargo, is_ci};
 
@@ -309,8 +309,19 @@ pub(crate) fn cargo_test(packages: &[&str], args: &[&str], env: &[(String, Strin
     }
     command.args(args);
     command.envs(env.iter().map(|(k, v)| (k, v)));
+    // Tests that cannot reach their server leave records here (see
+    // `opstore_testkit::skip`); they count as skipped, not passed.
+    let skip_dir = SkipDir::create();
+    if let Some(dir) = &skip_dir {
+        command.env("OPSTORE_SKIP_DIR", &dir.0);
+    }
     let mut parser = OutputParser::default();
-    match stream(command, &mut parser) {
+    let result = stream(command, &mut parser);
+    if let Some(dir) = &skip_dir {
+        let records = read_skip_records(&dir.0);
+        parser.recount_skips(records.iter().map(String::as_str));
+    }
+    match result {
         Ok(status) if !status.success() && parser.counts.failed == 0 => {
             println!(
                 "cargo test exited with {status} without a failing test result; counted as one failure"
@@ -324,6 +335,33 @@ pub(crate) fn cargo_test(packages: &[&str], args: &[&str], env: &[(String, Strin
         }
     }
     parser.counts
+}
+
+/// A fresh directory for one `cargo test` run's skip records, removed on drop.
+struct SkipDir(std::path::PathBuf);
+
+impl SkipDir {
+    /// `None` when no directory can be made; skips then count as passed, as libtest
+    /// reports them, and their SKIP lines still show in the output.
+    fn create() -> Option<SkipDir> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("opstore-skips-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => Some(SkipDir(dir)),
+            Err(e) => {
+                println!("no directory for skip records ({e}); skipped tests count as passed");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SkipDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Counts the tests `cargo test` would run without running them: all skipped. A

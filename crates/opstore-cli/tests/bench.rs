@@ -74,15 +74,8 @@ fn bench_prints_a_table_with_one_row_per_figure() {
 #[cfg(feature = "postgres")]
 #[test]
 fn bench_on_postgres_compares_every_scenario_with_hand_written_sqlx() {
-    let url = match std::env::var("OPSTORE_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("OPSTORE_POSTGRES_URL is unset; CI=true requires a PostgreSQL server")
-        }
-        _ => {
-            println!("SKIP bench_on_postgres: OPSTORE_POSTGRES_URL is unset");
-            return;
-        }
+    let Some(url) = opstore_testkit::require_server("postgres", "OPSTORE_POSTGRES_URL") else {
+        return;
     };
     let output = Command::cargo_bin("opstore")
         .unwrap()

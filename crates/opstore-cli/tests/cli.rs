@@ -20,19 +20,10 @@ fn opstore() -> Command {
     cmd
 }
 
-/// The PostgreSQL URL, or `None` after printing a SKIP line. Under CI a missing
-/// URL is a failure.
-fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("OPSTORE_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: OPSTORE_POSTGRES_URL is unset; CI=true requires a PostgreSQL server")
-        }
-        _ => {
-            println!("SKIP {test}: postgres: OPSTORE_POSTGRES_URL is unset");
-            None
-        }
-    }
+/// The PostgreSQL URL, or `None` after reporting the test as skipped. Under CI a
+/// missing URL is a failure.
+fn postgres_url() -> Option<String> {
+    opstore_testkit::require_server("postgres", "OPSTORE_POSTGRES_URL")
 }
 
 struct Outcome {
@@ -216,7 +207,7 @@ async fn migrate_twice_in_process_second_run_is_a_no_op() {
 
 #[test]
 fn migrate_twice_on_postgres_second_run_is_a_no_op() {
-    let Some(url) = postgres_url("migrate_twice_on_postgres_second_run_is_a_no_op") else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let first = run(opstore().args(["--url", &url, "migrate", "--output", "json"]));
@@ -361,8 +352,7 @@ async fn deadletters_replay_rewrites_a_source_that_still_exists() {
 
 #[test]
 fn watch_on_postgres_prints_a_change_made_by_another_command_and_a_token_that_resumes() {
-    let test = "watch_on_postgres_prints_a_change_made_by_another_command_and_a_token_that_resumes";
-    let Some(url) = postgres_url(test) else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let id = unique("dl");
@@ -515,7 +505,7 @@ fn demo_rejects_an_empty_fleet() {
 
 #[test]
 fn demo_on_postgres_holds_its_invariants() {
-    let Some(url) = postgres_url("demo_on_postgres_holds_its_invariants") else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let summary = demo_summary(Some(&url), "42");
@@ -525,9 +515,7 @@ fn demo_on_postgres_holds_its_invariants() {
 
 #[test]
 fn demos_side_by_side_on_one_postgres_server_keep_to_their_own_data() {
-    let Some(url) =
-        postgres_url("demos_side_by_side_on_one_postgres_server_keep_to_their_own_data")
-    else {
+    let Some(url) = postgres_url() else {
         return;
     };
     // Each run drains only its own jobs: one run finishing the other's jobs

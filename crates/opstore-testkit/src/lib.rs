@@ -17,6 +17,9 @@ pub mod cases;
 pub mod fixtures;
 #[cfg(feature = "hostile")]
 pub mod hostile;
+pub mod server;
+
+pub use server::{is_ci, require_server, skip};
 
 use std::sync::Arc;
 use std::time::Duration;

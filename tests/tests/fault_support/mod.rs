@@ -18,30 +18,9 @@ use std::time::{Duration, Instant};
 /// instead of hanging the run. Never an assertion about speed.
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
-/// Whether the run is CI (`CI=true` or `CI=1`), where skipping is a failure.
-pub fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Reports an unavailable backend: fails under CI, otherwise prints the SKIP line.
-pub fn skip(backend: &str, reason: &str) {
-    assert!(!is_ci(), "{backend} is required under CI=true: {reason}");
-    println!("SKIP {backend}: {reason}");
-}
-
-/// A non-empty environment variable, or the SKIP report naming it.
-pub fn require_env(backend: &str, name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Some(v),
-        _ => {
-            skip(
-                backend,
-                &format!("{name} is not set (`cargo xtask test` sets it)"),
-            );
-            None
-        }
-    }
-}
+/// The shared skip reporting: a missing server fails under CI, otherwise the
+/// test prints its SKIP line and `cargo xtask test` counts it as skipped.
+pub use opstore_testkit::{require_server, skip};
 
 /// A unique lower-case suffix for schema, database and processor names.
 pub fn unique(prefix: &str) -> String {
@@ -142,7 +121,7 @@ pub struct PgCluster {
 impl PgCluster {
     /// `None` (after the SKIP report) when the run exports no PostgreSQL binaries.
     pub fn bindir_from_env() -> Option<(String, String)> {
-        let bindir = require_env("postgres", "OPSTORE_TEST_PG_BINDIR")?;
+        let bindir = require_server("postgres", "OPSTORE_TEST_PG_BINDIR")?;
         // Empty means "already unprivileged, run directly".
         let runas = std::env::var("OPSTORE_TEST_PG_RUNAS").unwrap_or_default();
         Some((bindir, runas))

@@ -1,8 +1,9 @@
 //! Shared by the `services_*` end-to-end tests: the backends to run on, and
 //! builders for domain entities.
 //!
-//! Every test body takes an `Arc<dyn Store>` and runs unchanged on each backend
-//! [`store_from_env`] returns, through [`on_every_backend!`].
+//! Every test body takes an `Arc<dyn Store>` and runs unchanged on each backend,
+//! as one test per backend through [`on_every_backend!`], so a backend that is
+//! not there is one skipped test, never a silent pass.
 
 #![allow(dead_code)]
 
@@ -15,53 +16,96 @@ use opstore_domain::entities::health::HealthEvent;
 use opstore_domain::{Store, Timestamp};
 use opstore_memory::{MemoryConfig, MemoryStore};
 
-/// Fresh, migrated stores for one test: memory always; PostgreSQL when the
-/// `postgres` feature is on and `OPSTORE_POSTGRES_URL` names a server (each test
-/// gets its own schema); MongoDB when the `mongo` feature is on and
-/// `OPSTORE_MONGODB_URL` names a replica set (each test gets its own database).
-pub async fn store_from_env() -> Vec<(&'static str, Arc<dyn Store>)> {
-    let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(MemoryConfig::default()));
-    let mut stores = vec![("memory", memory)];
-    #[cfg(feature = "postgres")]
-    if let Ok(url) = std::env::var("OPSTORE_POSTGRES_URL") {
-        let mut config = opstore_postgres::PgConfig::from_url(url);
-        config.schema = Some(format!("svc_{}", uuid::Uuid::new_v4().simple()));
-        config.max_connections = 4;
-        let store = opstore_postgres::PgStore::connect(config)
-            .await
-            .expect("connect to OPSTORE_POSTGRES_URL");
-        stores.push(("postgres", Arc::new(store)));
-    }
-    #[cfg(feature = "mongo")]
-    if let Ok(url) = std::env::var("OPSTORE_MONGODB_URL") {
-        let database = format!("svc_{}", uuid::Uuid::new_v4().simple());
-        let mut config = opstore_mongo::MongoConfig::new(url, database);
-        // The test server (SecantusDB) compares dates against `$$NOW` wrongly, so
-        // expiry is judged by the client clock here; real MongoDB uses `Server`.
-        config.clock = opstore_mongo::ExpiryClock::Client;
-        let store = opstore_mongo::MongoStore::connect(config)
-            .await
-            .expect("connect to OPSTORE_MONGODB_URL");
-        stores.push(("mongo", Arc::new(store)));
-    }
-    for (_, store) in &mut stores {
-        store.migrate(&all_schemas()).await.expect("migrate");
-    }
-    stores
+/// A backend the service suites run on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    /// The in-process store, always there.
+    Memory,
+    /// `OPSTORE_POSTGRES_URL`, with the `postgres` feature; a schema per test.
+    Postgres,
+    /// `OPSTORE_MONGODB_URL` (a replica set), with the `mongo` feature; a database
+    /// per test.
+    Mongo,
 }
 
-/// Expands to one `#[tokio::test]` per named body, each running the body (an
-/// `async fn(Arc<dyn Store>)` in the test file) on every backend.
+/// A fresh, migrated store on `backend`, or `None` after reporting the test as
+/// skipped (a failure under CI) when its server or Cargo feature is missing.
+pub async fn store_on(backend: Backend) -> Option<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match backend {
+        Backend::Memory => Arc::new(MemoryStore::new(MemoryConfig::default())),
+        Backend::Postgres => postgres().await?,
+        Backend::Mongo => mongo().await?,
+    };
+    store.migrate(&all_schemas()).await.expect("migrate");
+    Some(store)
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres() -> Option<Arc<dyn Store>> {
+    let url = opstore_testkit::require_server("postgres", "OPSTORE_POSTGRES_URL")?;
+    let mut config = opstore_postgres::PgConfig::from_url(url);
+    config.schema = Some(format!("svc_{}", uuid::Uuid::new_v4().simple()));
+    config.max_connections = 4;
+    let store = opstore_postgres::PgStore::connect(config)
+        .await
+        .expect("connect to OPSTORE_POSTGRES_URL");
+    Some(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres() -> Option<Arc<dyn Store>> {
+    opstore_testkit::skip(
+        "postgres",
+        "built without the `postgres` feature of opstore-app",
+    );
+    None
+}
+
+#[cfg(feature = "mongo")]
+async fn mongo() -> Option<Arc<dyn Store>> {
+    let url = opstore_testkit::require_server("mongo", "OPSTORE_MONGODB_URL")?;
+    let database = format!("svc_{}", uuid::Uuid::new_v4().simple());
+    let mut config = opstore_mongo::MongoConfig::new(url, database);
+    // The test server (SecantusDB) compares dates against `$$NOW` wrongly, so
+    // expiry is judged by the client clock here; real MongoDB uses `Server`.
+    config.clock = opstore_mongo::ExpiryClock::Client;
+    let store = opstore_mongo::MongoStore::connect(config)
+        .await
+        .expect("connect to OPSTORE_MONGODB_URL");
+    Some(Arc::new(store))
+}
+
+#[cfg(not(feature = "mongo"))]
+async fn mongo() -> Option<Arc<dyn Store>> {
+    opstore_testkit::skip("mongo", "built without the `mongo` feature of opstore-app");
+    None
+}
+
+/// Expands to one `#[tokio::test]` per named body and backend
+/// (`on_every_backend::postgres::<body>`), each running the body (an
+/// `async fn(Arc<dyn Store>)` in the test file) on a fresh store.
 macro_rules! on_every_backend {
     ($($body:ident),* $(,)?) => {
         mod on_every_backend {
+            on_backend!(memory, Memory, $($body),*);
+            on_backend!(postgres, Postgres, $($body),*);
+            on_backend!(mongo, Mongo, $($body),*);
+        }
+    };
+}
+
+/// One module of tests, one per body, on one backend.
+macro_rules! on_backend {
+    ($module:ident, $backend:ident, $($body:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $body() {
-                    for (backend, store) in $crate::services_support::store_from_env().await {
-                        eprintln!("{}: {backend}", stringify!($body));
-                        super::$body(store).await;
-                    }
+                    use $crate::services_support::{Backend, store_on};
+                    let Some(store) = store_on(Backend::$backend).await else {
+                        return;
+                    };
+                    super::super::$body(store).await;
                 }
             )*
         }
