@@ -1,6 +1,7 @@
 //! The shared conformance suite on a PostgreSQL server (`OPSTORE_POSTGRES_URL`),
 //! one fresh schema per test. Expiry is judged by the server clock, so
-//! `advance` waits the time out.
+//! `advance` waits the time out; the expired-token case gets a store with a
+//! few seconds of feed retention so that the wait is short.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +32,18 @@ impl Harness for PgHarness {
     }
 
     async fn store(&self) -> Arc<dyn Store> {
+        self.store_with_feed_retention(FEED_RETENTION).await.0
+    }
+
+    async fn advance(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    async fn store_with_feed_retention(&self, retention: Duration) -> (Arc<dyn Store>, Duration) {
         let mut config = PgConfig::from_url(self.url.clone());
         config.schema = Some(format!("t_{}", uuid::Uuid::new_v4().simple()));
         config.max_connections = 8;
-        config.feed_retention = FEED_RETENTION;
+        config.feed_retention = retention;
         config.feed_poll_interval = Duration::from_millis(200);
         let store = PgStore::connect(config)
             .await
@@ -43,11 +52,7 @@ impl Harness for PgHarness {
             .migrate(&fixtures::schemas())
             .await
             .expect("migrate fixtures");
-        Arc::new(store)
-    }
-
-    async fn advance(&self, d: Duration) {
-        tokio::time::sleep(d).await;
+        (Arc::new(store), retention)
     }
 }
 

@@ -55,6 +55,14 @@ pub trait Harness: Send + Sync + 'static {
     /// Lets `d` of the backend's time pass: adapters with a controllable clock move
     /// it; others wait it out.
     async fn advance(&self, d: Duration);
+    /// A fresh store like [`store`](Harness::store) whose change-feed retention is
+    /// at most `short`, and the retention it keeps. The expired-token case advances
+    /// past that retention, so a harness whose `advance` waits real time overrides
+    /// this to wait seconds rather than [`MAX_FEED_RETENTION`].
+    async fn store_with_feed_retention(&self, short: Duration) -> (Arc<dyn Store>, Duration) {
+        let _ = short;
+        (self.store().await, MAX_FEED_RETENTION)
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each getting its harness
