@@ -22,6 +22,8 @@ use opstore_memory::{MemoryConfig, MemoryStore};
 use opstore_testkit::fixtures::Item;
 use tokio::sync::mpsc;
 
+/// The keeper schedules by tokio's clock, which the mock-based tests pause: the
+/// runtime jumps to each renewal instead of waiting for it.
 const TTL: Duration = Duration::from_millis(40);
 
 fn lease(token: u64, expires_at: Timestamp) -> Lease {
@@ -36,7 +38,7 @@ fn lost(lease: &Lease) -> StoreError {
     StoreError::LockLost(format!("lease `{}` was taken over", lease.name()))
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn renews_in_the_background_and_exposes_the_latest_lease() {
     let (renewed_tx, mut renewed_rx) = mpsc::unbounded_channel();
     let released: Arc<Mutex<Option<Lease>>> = Arc::default();
@@ -74,7 +76,7 @@ async fn renews_in_the_background_and_exposes_the_latest_lease() {
     assert!(token.is_cancelled(), "released work stops too");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn lock_lost_on_renewal_fires_the_token() {
     let mut locks = MockLockManager::new();
     locks
@@ -89,7 +91,7 @@ async fn lock_lost_on_renewal_fires_the_token() {
     assert!(error.is_lock_lost());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn renewals_failing_until_expiry_fire_the_token() {
     let attempts = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&attempts);
@@ -119,7 +121,7 @@ async fn invalid_renew_fraction_is_rejected() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dropping_the_keeper_fires_the_token() {
     let mut locks = MockLockManager::new();
     locks
