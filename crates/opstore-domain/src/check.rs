@@ -32,6 +32,28 @@ impl<T> Checked<T> {
     }
 }
 
+/// A field path that passed the check for one aggregate (count-by, min, max or
+/// sum), with its declared type. Adapters take the path to aggregate from a
+/// `Checked<AggField>` only, as they take filter and sort paths from
+/// `Checked<Filter>` and `Checked<Query>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggField {
+    path: String,
+    ty: FieldType,
+}
+
+impl AggField {
+    /// The dotted path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The declared type at the path.
+    pub fn field_type(&self) -> FieldType {
+        self.ty
+    }
+}
+
 /// Most values accepted in one `in` / `nin` list.
 pub const MAX_IN_LIST: usize = 10_000;
 
@@ -252,7 +274,17 @@ impl Schema {
         ))
     }
 
-    /// Validates a single-field aggregate and returns the field type.
+    /// Validates the path of a count-by (`agg` is `None`) or of `agg`.
+    pub fn check_agg_field(&self, path: &str, agg: Option<Agg>) -> Result<Checked<AggField>> {
+        let ty = self.check_aggregate(path, agg)?;
+        Ok(Checked(AggField {
+            path: path.to_owned(),
+            ty,
+        }))
+    }
+
+    /// Validates a single-field aggregate and returns the field type. Prefer
+    /// [`check_agg_field`](Schema::check_agg_field), whose result carries the path.
     pub fn check_aggregate(&self, path: &str, agg: Option<Agg>) -> Result<FieldType> {
         match agg {
             None => {

@@ -24,7 +24,7 @@ pub mod redact;
 pub mod schema;
 pub mod time;
 
-pub use check::Checked;
+pub use check::{AggField, Checked};
 pub use error::{BoxError, Result, StoreError};
 pub use ports::collection::{
     Collection, CollectionRepository, Repository, Upserted, from_document, to_document,

@@ -212,16 +212,16 @@ impl Collection for MemCollection {
 
     async fn count_by(&self, filter: &Filter, path: &str) -> Result<Vec<(Value, u64)>> {
         let filter = self.schema.check_filter(filter)?;
-        self.schema.check_aggregate(path, None)?;
+        let field = self.schema.check_agg_field(path, None)?;
         let now = self.now();
-        self.read(|c| c.count_by(&filter, path, now))
+        self.read(|c| c.count_by(&filter, &field, now))
     }
 
     async fn aggregate(&self, filter: &Filter, path: &str, agg: Agg) -> Result<Value> {
         let filter = self.schema.check_filter(filter)?;
-        let ty = self.schema.check_aggregate(path, Some(agg))?;
+        let field = self.schema.check_agg_field(path, Some(agg))?;
         let now = self.now();
-        self.read(|c| c.aggregate(&filter, path, agg, ty, now))
+        self.read(|c| c.aggregate(&filter, &field, agg, now))
     }
 
     async fn claim(&self, query: &Query, update: &Update) -> Result<Vec<Value>> {

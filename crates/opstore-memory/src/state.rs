@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use opstore_domain::check::Checked;
+use opstore_domain::check::{AggField, Checked};
 use opstore_domain::eval::{self, get_path, index_key};
 use opstore_domain::schema::check_key;
 use opstore_domain::{
@@ -590,12 +590,12 @@ impl CollState {
     pub fn count_by(
         &self,
         filter: &Checked<Filter>,
-        path: &str,
+        field: &Checked<AggField>,
         now: Timestamp,
     ) -> Vec<(Value, u64)> {
         let mut groups: HashMap<String, (Value, u64)> = HashMap::new();
         for doc in self.matching(filter, now, true) {
-            let v = get_path(&doc, path).cloned().unwrap_or(Value::Null);
+            let v = get_path(&doc, field.path()).cloned().unwrap_or(Value::Null);
             groups.entry(index_key(&v)).or_insert((v, 0)).1 += 1;
         }
         let mut out: Vec<(Value, u64)> = groups.into_values().collect();
@@ -611,17 +611,16 @@ impl CollState {
     pub fn aggregate(
         &self,
         filter: &Checked<Filter>,
-        path: &str,
+        field: &Checked<AggField>,
         agg: Agg,
-        ty: FieldType,
         now: Timestamp,
     ) -> Value {
         let mut acc = eval::aggregate_start(agg);
-        if agg == Agg::Sum && ty == FieldType::Float {
+        if agg == Agg::Sum && field.field_type() == FieldType::Float {
             acc = Value::from(0.0);
         }
         for doc in self.matching(filter, now, true) {
-            acc = eval::fold_aggregate(agg, acc, get_path(&doc, path));
+            acc = eval::fold_aggregate(agg, acc, get_path(&doc, field.path()));
         }
         acc
     }

@@ -710,13 +710,9 @@ impl Collection for MongoCollection {
     }
 
     async fn count_by(&self, filter: &Filter, path: &str) -> Result<Vec<(Value, u64)>> {
-        self.schema.check_aggregate(path, None)?;
+        let checked = self.schema.check_agg_field(path, None)?;
         let filter = self.checked_filter(filter)?;
-        let field = if path == self.schema.key() {
-            "$_id".to_owned()
-        } else {
-            format!("${path}")
-        };
+        let field = translate::field_ref(self.schema, &checked);
         let pipeline = vec![
             doc! { "$match": filter },
             doc! { "$group": { "_id": field, "n": { "$sum": 1 } } },
@@ -744,13 +740,10 @@ impl Collection for MongoCollection {
     /// a sum past the 64-bit range is a float as in the reference (MongoDB-wire
     /// servers differ there: MongoDB answers a double, some fail the `$sum`).
     async fn aggregate(&self, filter: &Filter, path: &str, agg: Agg) -> Result<Value> {
-        let ty = self.schema.check_aggregate(path, Some(agg))?;
+        let checked = self.schema.check_agg_field(path, Some(agg))?;
+        let ty = checked.field_type();
         let filter = self.checked_filter(filter)?;
-        let field = if path == self.schema.key() {
-            "$_id".to_owned()
-        } else {
-            format!("${path}")
-        };
+        let field = translate::field_ref(self.schema, &checked);
         let op = match agg {
             Agg::Sum => "$sum",
             Agg::Min => "$min",

@@ -8,7 +8,8 @@
 use mongodb::bson::{Bson, Document, doc};
 use opstore_domain::schema::FieldType;
 use opstore_domain::{
-    Checked, Filter, Result, Schema, SortDir, StoreError, Timestamp, Update, UpdateOp, Value,
+    AggField, Checked, Filter, Result, Schema, SortDir, StoreError, Timestamp, Update, UpdateOp,
+    Value,
 };
 
 /// Hidden field holding the TTL field as a BSON date, for the TTL index.
@@ -19,6 +20,16 @@ pub const LOCK_FIELD: &str = "_opstore_lock";
 
 /// MongoDB's largest document, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The `$`-reference to a checked aggregate path in a pipeline stage; the entity
+/// key is stored as `_id`.
+pub fn field_ref(schema: &Schema, field: &Checked<AggField>) -> String {
+    if field.path() == schema.key() {
+        "$_id".to_owned()
+    } else {
+        format!("${}", field.path())
+    }
+}
 
 /// JSON to BSON: integers become `Int64`, other numbers `Double`; object keys
 /// are written in sorted order, so equal objects are equal BSON whatever order

@@ -820,11 +820,11 @@ impl Collection for PgCollection {
 
     async fn count_by(&self, filter: &Filter, path: &str) -> Result<Vec<(Value, u64)>> {
         let filter = self.schema.check_filter(filter)?;
-        let ty = self.schema.check_aggregate(path, None)?;
+        let field = self.schema.check_agg_field(path, None)?;
         let mut sql = Sql::new();
         let w = self.where_clause(&mut sql, &filter)?;
-        let v = self.tr(&mut sql).value_expr(path);
-        let order = value_order(ty);
+        let v = self.tr(&mut sql).value_expr(&field);
+        let order = value_order(field.field_type());
         sql.push(&format!(
             "SELECT v, count(*) FROM (SELECT coalesce({v}, 'null'::jsonb) AS v FROM {} WHERE {w}) s \
              GROUP BY v ORDER BY {order} NULLS FIRST",
@@ -838,10 +838,11 @@ impl Collection for PgCollection {
 
     async fn aggregate(&self, filter: &Filter, path: &str, agg: Agg) -> Result<Value> {
         let filter = self.schema.check_filter(filter)?;
-        let ty = self.schema.check_aggregate(path, Some(agg))?;
+        let field = self.schema.check_agg_field(path, Some(agg))?;
+        let ty = field.field_type();
         let mut sql = Sql::new();
         let w = self.where_clause(&mut sql, &filter)?;
-        let v = self.tr(&mut sql).value_expr(path);
+        let v = self.tr(&mut sql).value_expr(&field);
         let inner = format!(
             "SELECT {v} AS v, {} AS k FROM {} WHERE {w}",
             self.key_col, self.table

@@ -12,7 +12,7 @@
 //! leaves so SQL's three-valued logic never turns a non-match into a match.
 
 use chrono::{DateTime, Utc};
-use opstore_domain::check::Checked;
+use opstore_domain::check::{AggField, Checked};
 use opstore_domain::{
     FieldType, Filter, Result, Schema, SortDir, SortKey, StoreError, Update, UpdateOp, Value,
 };
@@ -392,9 +392,9 @@ impl Translator<'_> {
         Ok(terms.join(", "))
     }
 
-    /// The JSON value at `path` (SQL NULL when absent), for aggregates.
-    pub(crate) fn value_expr(&mut self, path: &str) -> String {
-        self.json_path(path)
+    /// The JSON value at a checked aggregate path (SQL NULL when absent).
+    pub(crate) fn value_expr(&mut self, field: &Checked<AggField>) -> String {
+        self.json_path(field.path())
     }
 
     /// The new document after `update`, as an expression over `base`.
