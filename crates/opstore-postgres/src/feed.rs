@@ -43,8 +43,8 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::Ctx;
+use crate::exec::Exec;
 use crate::translate::{Bind, Sql};
-use crate::tx::Exec;
 
 /// Events fetched per round trip.
 const BATCH: i64 = 512;

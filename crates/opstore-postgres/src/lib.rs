@@ -17,21 +17,22 @@
 //! adapter's own tables are prefixed `opstore_`. Reads of plain SQL work:
 //! `SELECT "id", "status.state", doc FROM items`.
 
+// The adapter template (docs/architecture.md): config, store, schema, translate,
+// collection, feed, coord, tx, error; `exec` runs every statement.
+mod collection;
 mod config;
-mod store;
-
-pub mod codegen;
+mod coord;
+mod error;
+mod exec;
+mod feed;
 pub mod schema;
+mod store;
+mod translate;
+mod tx;
 
 #[cfg(feature = "bench")]
 pub mod bench;
-mod collection;
-mod error;
-mod feed;
-mod idempotency;
-mod lease;
-mod translate;
-mod tx;
+pub mod codegen;
 
 #[cfg(test)]
 mod statement_structure;

@@ -14,13 +14,12 @@ use sqlx::{AssertSqlSafe, Connection, PgPool, Row};
 
 use crate::collection::PgCollection;
 use crate::config::PgConfig;
+use crate::coord::{PgCheckpoints, PgIdempotency, PgLocks};
 use crate::error::{Ctx, map};
+use crate::exec::Exec;
 use crate::feed::{PgFeed, Wake, purge};
-use crate::idempotency::{PgCheckpoints, PgIdempotency};
-use crate::lease::PgLocks;
 use crate::schema::{CORE_DDL, CORE_VERSION, entity_ddl, entity_version, quote};
 use crate::translate::Dialect;
-use crate::tx::Exec;
 
 /// Advisory-lock class of migrations (the second key is the schema's hash).
 const MIGRATION_LOCK_CLASS: i32 = 0x6f70_6d67;

@@ -9,8 +9,8 @@ use opstore_domain::{
 use sqlx::Row;
 
 use crate::error::Ctx;
+use crate::exec::Exec;
 use crate::translate::{Bind, Sql};
-use crate::tx::Exec;
 
 const KEYS: &str = "opstore_idempotency";
 const CHECKPOINTS: &str = "opstore_checkpoints";

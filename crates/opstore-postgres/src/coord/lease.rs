@@ -13,8 +13,8 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::error::Ctx;
+use crate::exec::Exec;
 use crate::translate::{Bind, Sql};
-use crate::tx::Exec;
 
 const TABLE: &str = "opstore_leases";
 
