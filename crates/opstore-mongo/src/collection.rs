@@ -21,10 +21,10 @@ use opstore_domain::{
 };
 use opstore_domain::{Checked, Update, UpdateOp};
 
+use crate::ctx::Ctx;
+use crate::ctx::TxState;
 use crate::error::{self, DUPLICATE_KEY};
-use crate::store::Ctx;
 use crate::translate::{self, and, from_stored, to_stored};
-use crate::tx::TxState;
 
 /// Runs a driver action inside the bound transaction when there is one.
 macro_rules! exec {

@@ -21,8 +21,8 @@ use opstore_domain::{
     Timestamp, WatchRequest,
 };
 
+use crate::ctx::Ctx;
 use crate::error;
-use crate::store::Ctx;
 use crate::translate;
 
 /// Change streams of one database.

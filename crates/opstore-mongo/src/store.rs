@@ -5,56 +5,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 use opstore_domain::redact::redact_url;
 use opstore_domain::{
     Capabilities, ChangeFeed, CheckpointStore, Collection, HealthReport, IdempotencyStore,
-    LockManager, MigrationReport, Result, Schema, Store, StoreError, Timestamp, TxOptions, TxWork,
+    LockManager, MigrationReport, Result, Schema, Store, StoreError, TxOptions, TxWork,
 };
 
 use crate::codegen::{IndexSpec, index_specs};
 use crate::collection::MongoCollection;
-use crate::config::{ExpiryClock, MongoConfig};
+use crate::config::MongoConfig;
+use crate::coord::{
+    CHECKPOINTS, IDEMPOTENCY, LEASES, MongoCheckpoints, MongoIdempotency, MongoLocks,
+};
+use crate::ctx::Ctx;
 use crate::error;
 use crate::feed::MongoFeed;
-use crate::idempotency::{CHECKPOINTS, IDEMPOTENCY, MongoCheckpoints, MongoIdempotency};
-use crate::lease::{LEASES, MongoLocks};
-
-/// Shared state of a store and everything it hands out.
-pub(crate) struct Ctx {
-    pub(crate) client: Client,
-    pub(crate) db: Database,
-    pub(crate) config: MongoConfig,
-    /// The server is a replica-set member or a mongos (transactions and change streams work).
-    pub(crate) replica_set: bool,
-    /// Server description for health reports.
-    server: String,
-}
-
-impl Ctx {
-    /// "Now" for expiry decisions made in the query itself.
-    pub(crate) fn now(&self) -> Timestamp {
-        match &self.config.clock {
-            ExpiryClock::Server | ExpiryClock::Client => Timestamp::now(),
-            ExpiryClock::Manual(c) => opstore_domain::Clock::now(c),
-        }
-    }
-
-    /// "Now" inside server-side expressions: `$$NOW`, or the manual clock.
-    pub(crate) fn now_expr(&self) -> Bson {
-        match &self.config.clock {
-            ExpiryClock::Server => Bson::String("$$NOW".to_owned()),
-            ExpiryClock::Client => Bson::DateTime(mongodb::bson::DateTime::from_millis(
-                Timestamp::now().as_millis(),
-            )),
-            ExpiryClock::Manual(c) => Bson::DateTime(mongodb::bson::DateTime::from_millis(
-                opstore_domain::Clock::now(c).as_millis(),
-            )),
-        }
-    }
-}
 
 /// A MongoDB-backed [`Store`].
 ///

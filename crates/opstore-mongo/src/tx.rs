@@ -21,30 +21,11 @@ use opstore_domain::{
 use tokio::sync::Mutex;
 
 use crate::collection::MongoCollection;
+use crate::ctx::{Ctx, TxState};
 use crate::error;
-use crate::store::Ctx;
 
 /// Commits retried after an unknown commit result.
 const COMMIT_RETRIES: u32 = 3;
-
-/// The session of an open transaction, shared by its collections.
-pub(crate) struct TxState {
-    pub(crate) session: Mutex<ClientSession>,
-    /// Set when an operation failed in a way that a rerun may fix.
-    transient: AtomicBool,
-}
-
-impl TxState {
-    /// Records whether a driver result says the transaction may succeed when rerun.
-    pub(crate) fn note<T>(&self, r: &mongodb::error::Result<T>) {
-        if let Err(e) = r {
-            // A duplicate key fails again when rerun: it is a `Conflict` to report.
-            if error::is_transient_tx(e) && error::code(e) != Some(error::DUPLICATE_KEY) {
-                self.transient.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-}
 
 /// Commits, retrying an unknown commit result a bounded number of times.
 pub(crate) async fn commit(session: &mut ClientSession) -> mongodb::error::Result<()> {
@@ -81,7 +62,7 @@ impl Transaction for MongoTx {
     /// Reads the lease and bumps its fence counter inside the transaction, so a
     /// takeover committed before this transaction commits makes it conflict.
     async fn check_fence(&self, lease: &Lease) -> Result<()> {
-        crate::lease::fence_in(&self.ctx, &self.state, lease).await
+        crate::coord::fence_in(&self.ctx, &self.state, lease).await
     }
 }
 

@@ -15,9 +15,9 @@ use mongodb::options::{FindOneAndUpdateOptions, ReturnDocument};
 use opstore_domain::schema::check_name;
 use opstore_domain::{Lease, LockManager, Result, StoreError, Timestamp};
 
+use crate::ctx::Ctx;
+use crate::ctx::TxState;
 use crate::error::{self, DUPLICATE_KEY};
-use crate::store::Ctx;
-use crate::tx::TxState;
 
 /// Collection of leases.
 pub(crate) const LEASES: &str = "_opstore_leases";

@@ -18,9 +18,9 @@ use opstore_domain::{
     Begin, CheckpointStore, IdempotencyStore, Result, ResumeToken, StoreError, Value,
 };
 
+use super::lease::check_ttl;
+use crate::ctx::Ctx;
 use crate::error::{self, DUPLICATE_KEY};
-use crate::lease::check_ttl;
-use crate::store::Ctx;
 
 /// Collection of idempotency records.
 pub(crate) const IDEMPOTENCY: &str = "_opstore_idempotency";
