@@ -57,6 +57,42 @@ pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {
     sqlstate(e).is_some_and(|c| RETRYABLE.contains(&c.as_str()))
 }
 
+/// Longest the check behind [`pool_timeout`] waits for a direct connection.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Converts a pool timeout. sqlx retries a refused or failing connection until
+/// the acquire timeout and then reports only the timeout, so one direct
+/// connection attempt with the pool's options tells an exhausted pool (still
+/// `Timeout`) from a server that cannot be reached (`Connection`, naming the
+/// cause, such as a refused connection).
+pub(crate) async fn pool_timeout(
+    ctx: Ctx<'_>,
+    options: &sqlx::postgres::PgConnectOptions,
+) -> StoreError {
+    use sqlx::Connection;
+    let probe =
+        tokio::time::timeout(PROBE_TIMEOUT, sqlx::PgConnection::connect_with(options)).await;
+    match probe {
+        Ok(Ok(conn)) => {
+            // The server answers: the pool was busy. The probe's close result
+            // changes nothing about that.
+            let _ = conn.close().await;
+            map(ctx, sqlx::Error::PoolTimedOut)
+        }
+        Ok(Err(e)) => match map(ctx, e) {
+            StoreError::Backend { message, source } => StoreError::Connection(match source {
+                Some(s) => format!("{message}: {s}"),
+                None => message,
+            }),
+            other => other,
+        },
+        Err(_) => StoreError::Timeout(format!(
+            "{}: the server accepted no connection within the acquire timeout",
+            ctx.describe()
+        )),
+    }
+}
+
 /// Converts a driver error.
 pub(crate) fn map(ctx: Ctx<'_>, e: sqlx::Error) -> StoreError {
     let what = ctx.describe();

@@ -9,7 +9,7 @@ use opstore_domain::{Isolation, Result, StoreError};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 
-use crate::error::{Ctx, is_retryable, map};
+use crate::error::{Ctx, is_retryable, map, pool_timeout};
 use crate::translate::{Bind, Sql};
 
 type PgQuery = sqlx::query::Query<'static, Postgres, PgArguments>;
@@ -66,7 +66,12 @@ macro_rules! run {
     ($self:expr, $ctx:expr, $sql:expr, $method:ident) => {{
         let q = build($sql);
         match $self {
-            Exec::Pool(pool) => q.$method(pool).await.map_err(|e| map($ctx, e)),
+            Exec::Pool(pool) => match q.$method(pool).await {
+                Err(sqlx::Error::PoolTimedOut) => {
+                    Err(pool_timeout($ctx, &pool.connect_options()).await)
+                }
+                other => other.map_err(|e| map($ctx, e)),
+            },
             Exec::Tx(state) => {
                 let mut guard = state.conn.lock().await;
                 let Some(tx) = guard.as_mut() else {

@@ -15,6 +15,7 @@ use sqlx::{AssertSqlSafe, Connection, PgPool, Row};
 use crate::collection::PgCollection;
 use crate::config::PgConfig;
 use crate::coord::{PgCheckpoints, PgIdempotency, PgLocks};
+use crate::error::pool_timeout;
 use crate::error::{Ctx, map};
 use crate::exec::Exec;
 use crate::feed::{PgFeed, Wake, purge};
@@ -67,12 +68,19 @@ impl PgStore {
             ));
         }
         let options = options.options(settings).application_name("opstore");
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(|e| connect_error(&config, e))?;
+        {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => {
+                let target = config.redacted_url();
+                return Err(pool_timeout(Ctx::new("connect", &target), &options).await);
+            }
+            Err(e) => return Err(connect_error(&config, e)),
+        };
         let icu =
             sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')")
                 .fetch_one(&pool)
