@@ -7,7 +7,10 @@ use std::time::Duration;
 use opstore_domain::redact::redact_url;
 use opstore_domain::{Result, StoreError};
 
+use crate::tls::TlsOptions;
 use crate::value::Consistency;
+
+pub use crate::tls::ScyllaTls;
 
 /// The only CQL native protocol version the scylla driver speaks.
 pub const SUPPORTED_PROTOCOL_VERSION: u8 = 4;
@@ -101,98 +104,6 @@ pub struct FeedConfig {
     pub confidence_window: Duration,
     /// CDC log retention (the log tables' TTL); older tokens are expired.
     pub retention: Duration,
-}
-
-/// TLS on every connection to the cluster (rustls).
-///
-/// The driver connects to each node by its IP address, so by default a node's
-/// certificate must name that address; [`ScyllaTls::server_name`] checks one
-/// shared name instead. Only paths are kept here: the key file is read when the
-/// session is built and never printed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScyllaTls {
-    /// PEM file of the CA certificates that sign the nodes' certificates.
-    pub ca_file: PathBuf,
-    /// PEM certificate chain presented to the nodes (mutual TLS), with `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-    /// Whether a node's certificate must name the node (on by default). Off still
-    /// checks the chain up to `ca_file`.
-    pub verify_server_name: bool,
-    /// The name every node's certificate must carry, instead of the node's address.
-    pub server_name: Option<String>,
-}
-
-impl ScyllaTls {
-    /// TLS verified against the CA in `ca_file`, without a client certificate.
-    pub fn new(ca_file: impl Into<PathBuf>) -> Self {
-        ScyllaTls {
-            ca_file: ca_file.into(),
-            cert_file: None,
-            key_file: None,
-            verify_server_name: true,
-            server_name: None,
-        }
-    }
-
-    /// Checks the settings and that every file is readable PEM of the right kind;
-    /// the message names the URL option and the path.
-    pub fn validate(&self) -> Result<()> {
-        crate::session::tls_client_config(self).map(drop)
-    }
-}
-
-/// TLS options as they arrive from a URL, in any order.
-#[derive(Default)]
-struct TlsOptions {
-    enabled: Option<bool>,
-    ca_file: Option<PathBuf>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    verify_server_name: Option<bool>,
-    server_name: Option<String>,
-}
-
-impl TlsOptions {
-    /// The first file or verification option given, for messages.
-    fn first_set(&self) -> Option<&'static str> {
-        [
-            ("tls_ca_file", self.ca_file.is_some()),
-            ("tls_cert_file", self.cert_file.is_some()),
-            ("tls_key_file", self.key_file.is_some()),
-            ("tls_verify_hostname", self.verify_server_name.is_some()),
-            ("tls_server_name", self.server_name.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(name, set)| set.then_some(name))
-    }
-
-    fn finish(self) -> std::result::Result<Option<ScyllaTls>, String> {
-        let wanted = match (self.enabled, self.first_set()) {
-            (Some(false), Some(option)) => {
-                return Err(format!("`tls=false` contradicts `{option}`"));
-            }
-            (Some(enabled), _) => enabled,
-            (None, first) => first.is_some(),
-        };
-        if !wanted {
-            return Ok(None);
-        }
-        let Some(ca_file) = self.ca_file else {
-            return Err(
-                "TLS needs `tls_ca_file`: the PEM file of the CA that signs the nodes' certificates"
-                    .into(),
-            );
-        };
-        Ok(Some(ScyllaTls {
-            ca_file,
-            cert_file: self.cert_file,
-            key_file: self.key_file,
-            verify_server_name: self.verify_server_name.unwrap_or(true),
-            server_name: self.server_name,
-        }))
-    }
 }
 
 /// Configuration of a [`ScyllaStore`](crate::ScyllaStore).

@@ -47,6 +47,7 @@ pub mod codegen;
 pub mod collection;
 pub mod config;
 pub mod coord;
+pub mod driver;
 pub mod error;
 pub mod exec;
 pub mod feed;
@@ -54,6 +55,7 @@ pub mod flavour;
 pub mod planner;
 pub mod session;
 pub mod table;
+pub mod tls;
 pub mod value;
 
 #[cfg(test)]
@@ -76,9 +78,10 @@ pub use config::{
     BreakerConfig, Credentials, FeedConfig, Replication, ScanPolicy, ScyllaConfig, ScyllaTls,
     Secret,
 };
+pub use driver::DriverSession;
 pub use flavour::Flavour;
 pub use opstore_domain::breaker::{Admission, BreakerState, CircuitBreaker};
-pub use session::{CqlSession, DriverError, DriverSession};
+pub use session::{CqlSession, DriverError};
 
 use codegen::{DdlKind, DdlOptions, ddl};
 use error::{Op, map_driver_error};
