@@ -283,9 +283,10 @@ impl Schema {
         }))
     }
 
-    /// Validates a single-field aggregate and returns the field type. Prefer
-    /// [`check_agg_field`](Schema::check_agg_field), whose result carries the path.
-    pub fn check_aggregate(&self, path: &str, agg: Option<Agg>) -> Result<FieldType> {
+    /// Validates a single-field aggregate and returns the field type; adapters get
+    /// it through [`check_agg_field`](Schema::check_agg_field), whose result
+    /// carries the path.
+    fn check_aggregate(&self, path: &str, agg: Option<Agg>) -> Result<FieldType> {
         match agg {
             None => {
                 let ty = self.resolve(path)?;

@@ -711,7 +711,8 @@ impl Collection for ScyllaCollection {
 
     async fn count_by(&self, filter: &Filter, path: &str) -> Result<Vec<(Value, u64)>> {
         let filter = self.layout.schema.check_filter(filter)?;
-        self.layout.schema.check_aggregate(path, None)?;
+        let field = self.layout.schema.check_agg_field(path, None)?;
+        let path = field.path();
         let mut groups: Vec<(Value, u64)> = Vec::new();
         let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for s in self.matching("count_by", &filter).await? {
@@ -736,7 +737,8 @@ impl Collection for ScyllaCollection {
 
     async fn aggregate(&self, filter: &Filter, path: &str, agg: Agg) -> Result<Value> {
         let filter = self.layout.schema.check_filter(filter)?;
-        let ty = self.layout.schema.check_aggregate(path, Some(agg))?;
+        let field = self.layout.schema.check_agg_field(path, Some(agg))?;
+        let (path, ty) = (field.path(), field.field_type());
         let mut acc = eval::aggregate_start(agg);
         if agg == Agg::Sum && ty == FieldType::Float {
             acc = Value::from(0.0);
