@@ -20,7 +20,16 @@ use crate::table::{DOC, TableLayout};
 use crate::value::CqlValue;
 
 /// Attempts of a compare-and-set loop before giving up with `Conflict`.
-const CAS_ATTEMPTS: usize = 16;
+const CAS_ATTEMPTS: usize = 64;
+
+/// Waits a random while after a lost compare-and-set, growing with `attempt` up to
+/// about 100 ms, so writers contending for one document spread out instead of
+/// colliding again at once (each round of an LWT race has one winner).
+async fn after_lost_race(attempt: usize) {
+    let cap_ms = 1u64 << attempt.min(7);
+    let wait = rand::random_range(0..=cap_ms * 1000);
+    tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+}
 
 /// A stored document with the exact `doc` text its compare-and-set compares against.
 #[derive(Debug, Clone)]
@@ -399,7 +408,7 @@ impl ScyllaCollection {
         op_name: &str,
     ) -> Result<Option<(Value, bool)>> {
         let key = self.key_of(&current.doc).to_owned();
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
             let (new, changed) = self.apply(&current.doc, update, false)?;
             if !changed {
                 return Ok(Some((new, false)));
@@ -407,6 +416,7 @@ impl ScyllaCollection {
             if self.cas_write(&current, &new, op_name, "update").await? {
                 return Ok(Some((new, true)));
             }
+            after_lost_race(attempt).await;
             match self.load(&key).await? {
                 Some(s) if filter.is_none_or(|f| eval::matches(f, &s.doc)) => current = s,
                 _ => return Ok(None),
@@ -419,7 +429,6 @@ impl ScyllaCollection {
     }
 }
 
-/// Set-typed fields hold each value once: a push of a present value is a no-op.
 fn window<T>(docs: Vec<T>, skip: u64, limit: u64) -> Vec<T> {
     let skip = usize::try_from(skip).unwrap_or(usize::MAX);
     let limit = if limit == 0 {
