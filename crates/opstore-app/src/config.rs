@@ -18,6 +18,8 @@ pub enum Backend {
     Mongo,
     /// `scylla://host:9042/keyspace`
     Scylla,
+    /// `sqlite://path/to/file.db` or `sqlite::memory:`
+    Sqlite,
 }
 
 impl Backend {
@@ -28,6 +30,7 @@ impl Backend {
             Backend::Postgres => "postgres",
             Backend::Mongo => "mongo",
             Backend::Scylla => "scylla",
+            Backend::Sqlite => "sqlite",
         }
     }
 }
@@ -43,11 +46,30 @@ impl StoreUrl {
     /// Parses and classifies a URL.
     pub fn parse(raw: &str) -> Result<Self> {
         let raw = raw.trim();
+        // SQLite names a file (or `:memory:`), not a host, and its in-memory
+        // form has no `//`.
+        if let Some(rest) = raw
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("sqlite:"))
+            .and_then(|_| raw.get(7..))
+        {
+            let path = rest.trim_start_matches("//");
+            if path.split('?').next().is_none_or(str::is_empty) {
+                return Err(StoreError::Validation(
+                    "store URL sqlite:// names no database file; use sqlite://path/to/file.db or sqlite::memory:"
+                        .into(),
+                ));
+            }
+            return Ok(StoreUrl {
+                raw: raw.to_owned(),
+                backend: Backend::Sqlite,
+            });
+        }
         let Some((scheme, rest)) = raw.split_once("://") else {
             // Without a scheme nothing marks where a password would be, so the
             // text is not repeated at all.
             return Err(StoreError::Validation(
-                "store URL has no scheme; expected memory://, postgres://, mongodb:// or scylla://"
+                "store URL has no scheme; expected memory://, sqlite://, postgres://, mongodb:// or scylla://"
                     .into(),
             ));
         };
@@ -58,7 +80,7 @@ impl StoreUrl {
             "scylla" | "cassandra" => Backend::Scylla,
             other => {
                 return Err(StoreError::Validation(format!(
-                    "unknown store URL scheme `{other}`; expected memory, postgres, mongodb or scylla"
+                    "unknown store URL scheme `{other}`; expected memory, sqlite, postgres, mongodb or scylla"
                 )));
             }
         };
@@ -290,6 +312,14 @@ mod tests {
             StoreUrl::parse("scylla://h:9042/ks").unwrap().backend(),
             Backend::Scylla
         );
+        for url in [
+            "sqlite://data/ops.db",
+            "sqlite:///var/lib/ops.db",
+            "SQLITE::memory:",
+        ] {
+            assert_eq!(StoreUrl::parse(url).unwrap().backend(), Backend::Sqlite);
+        }
+        assert!(StoreUrl::parse("sqlite://").is_err());
         let err = StoreUrl::parse("redis://h").unwrap_err();
         assert!(
             err.to_string().contains("unknown store URL scheme `redis`"),

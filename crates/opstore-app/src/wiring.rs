@@ -13,6 +13,8 @@ pub async fn connect(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     match config.url.backend() {
         #[cfg(feature = "memory")]
         Backend::Memory => Ok(memory(config)),
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => sqlite(config).await,
         #[cfg(feature = "postgres")]
         Backend::Postgres => postgres(config).await,
         #[cfg(feature = "mongo")]
@@ -34,6 +36,24 @@ fn memory(config: &StoreConfig) -> Arc<dyn Store> {
         memory.feed_retention.max_age = age;
     }
     Arc::new(opstore_memory::MemoryStore::new(memory))
+}
+
+/// Opens a SQLite database file, created when missing with its directory.
+#[cfg(feature = "sqlite")]
+async fn sqlite(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    let mut sqlite = opstore_sqlite::SqliteConfig::from_url(config.url.expose());
+    sqlite.max_connections = config.pool_size.max(1);
+    sqlite.acquire_timeout = config.connect_timeout;
+    sqlite.busy_timeout = config.operation_timeout;
+    if let Some(clock) = &config.test_clock {
+        sqlite.clock = opstore_sqlite::SqliteClock::Manual(clock.clone());
+    }
+    if let Some(retention) = config.feed_retention {
+        sqlite.feed_retention = retention;
+    }
+    Ok(Arc::new(
+        opstore_sqlite::SqliteStore::connect(sqlite).await?,
+    ))
 }
 
 fn feature_off(backend: Backend) -> StoreError {
@@ -192,6 +212,8 @@ pub async fn bench(
     match config.url.backend() {
         #[cfg(feature = "memory")]
         Backend::Memory => opstore_memory::bench::run(scale).await,
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => opstore_sqlite::bench::run(&std::env::temp_dir(), scale).await,
         #[cfg(feature = "postgres")]
         Backend::Postgres => opstore_postgres::bench::run(config.url.expose(), scale).await,
         #[cfg(feature = "mongo")]
@@ -213,6 +235,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.backend(), "memory");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_url_opens_a_file_that_keeps_its_data_across_opens() {
+        use opstore_domain::Repository;
+        use opstore_domain::entities::dead_letter::DeadLetter;
+
+        let file =
+            std::env::temp_dir().join(format!("opstore-app-{}.db", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", file.display());
+        let config = StoreConfig::from_url(&url).unwrap();
+        let first = crate::DataStore::open(&config).await.unwrap();
+        assert_eq!(first.store().backend(), "sqlite");
+        let id = "dl-1".to_owned();
+        let letter = DeadLetter {
+            id: id.clone(),
+            processor: "p1".into(),
+            collection: "errors".into(),
+            key: "key-1".into(),
+            event: opstore_domain::json!({"op": "delete"}),
+            error: "handler failed".into(),
+            attempts: 3,
+            created_at: opstore_domain::Timestamp::now(),
+            replayed_at: None,
+        };
+        first
+            .repository::<DeadLetter>()
+            .unwrap()
+            .insert(&letter)
+            .await
+            .unwrap();
+        first.close().await;
+        let second = crate::DataStore::open(&config).await.unwrap();
+        let kept = second
+            .repository::<DeadLetter>()
+            .unwrap()
+            .get(&id)
+            .await
+            .unwrap();
+        assert_eq!(kept.map(|d| d.id), Some(id));
+        second.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
     }
 
     #[cfg(not(feature = "scylla"))]

@@ -9,7 +9,7 @@ use crate::output::OutputFormat;
 #[derive(Debug, Parser)]
 #[command(name = "opstore", version, propagate_version = true)]
 pub struct Cli {
-    /// Store URL: memory://, postgres://…, mongodb://…, scylla://host:9042/keyspace.
+    /// Store URL: memory://, sqlite://path/to/file.db, postgres://…, mongodb://…, scylla://host:9042/keyspace.
     #[arg(
         long,
         global = true,

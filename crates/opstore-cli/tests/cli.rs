@@ -176,6 +176,24 @@ fn health_reports_the_memory_backend_as_json() {
 }
 
 #[test]
+fn a_sqlite_file_keeps_the_demo_data_for_the_next_command() {
+    let file = std::env::temp_dir().join(format!("opstore-cli-{}.db", unique("sqlite")));
+    let url = format!("sqlite://{}", file.display());
+    let out = run(opstore().args(["demo", "--url", &url, "--output", "json", "--events", "20"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(summary["backend"], "sqlite");
+    // A second process finds every table already there.
+    let out = run(opstore().args(["migrate", "--url", &url, "--output", "json"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["applied"], json!([]), "{report}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+}
+
+#[test]
 fn migrate_prints_every_step_as_json() {
     let out = run(opstore().args(["migrate", "--output", "json"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
