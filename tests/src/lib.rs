@@ -1,10 +1,11 @@
 //! Support for opstore's end-to-end tests: which real backends a run reaches,
 //! fresh isolated stores on each, and comparison helpers.
 //!
-//! A backend is reached through its URL variable (`OPSTORE_POSTGRES_URL`,
+//! A server backend is reached through its URL variable (`OPSTORE_POSTGRES_URL`,
 //! `OPSTORE_MONGODB_URL`; `cargo xtask test` sets both). Without it a test prints
 //! `SKIP <backend>: <reason>` and returns; under `CI=true` a missing URL fails the
-//! test instead, so a CI run never passes without its servers.
+//! test instead, so a CI run never passes without its servers. SQLite needs no
+//! server: each store is a fresh database file in the system's temporary directory.
 
 use std::sync::{Arc, LazyLock};
 
@@ -14,6 +15,7 @@ use opstore_domain::{
 use opstore_memory::{MemoryConfig, MemoryStore};
 use opstore_mongo::{ExpiryClock, MongoConfig, MongoStore};
 use opstore_postgres::{PgConfig, PgStore};
+use opstore_sqlite::{SqliteConfig, SqliteStore};
 
 /// A real backend the end-to-end suites run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +24,13 @@ pub enum Backend {
     Postgres,
     /// MongoDB (or a MongoDB-wire server) through `opstore-mongo`.
     Mongo,
+    /// An embedded SQLite file through `opstore-sqlite`.
+    Sqlite,
 }
 
 impl Backend {
-    /// Every real backend.
+    /// Every backend that needs a server (the divergence suites pin their
+    /// documented differences).
     pub const ALL: [Backend; 2] = [Backend::Postgres, Backend::Mongo];
 
     /// Short name used in SKIP lines and failure messages.
@@ -33,14 +38,16 @@ impl Backend {
         match self {
             Backend::Postgres => "postgres",
             Backend::Mongo => "mongo",
+            Backend::Sqlite => "sqlite",
         }
     }
 
-    /// The environment variable naming the server.
+    /// The environment variable naming the server (SQLite has none).
     pub fn url_var(self) -> &'static str {
         match self {
             Backend::Postgres => "OPSTORE_POSTGRES_URL",
             Backend::Mongo => "OPSTORE_MONGODB_URL",
+            Backend::Sqlite => "",
         }
     }
 
@@ -50,6 +57,15 @@ impl Backend {
     /// # Panics
     /// Under `CI=true` when the variable is unset: CI must not pass without the server.
     pub fn url(self) -> Option<String> {
+        if self == Backend::Sqlite {
+            // The directory of the database files; every store gets its own file.
+            return Some(
+                std::env::temp_dir()
+                    .join("opstore-e2e")
+                    .display()
+                    .to_string(),
+            );
+        }
         opstore_testkit::require_server(self.name(), self.url_var())
     }
 }
@@ -77,6 +93,7 @@ enum Owner {
     Memory,
     Postgres(Arc<PgStore>, String),
     Mongo(Arc<MongoStore>),
+    Sqlite(std::path::PathBuf),
 }
 
 impl IsolatedStore {
@@ -90,7 +107,8 @@ impl IsolatedStore {
         }
     }
 
-    /// A fresh store on `backend` at `url`, in a schema or database of its own.
+    /// A fresh store on `backend` at `url`, in a schema or database of its own
+    /// (for SQLite, `url` is a directory and the store a new file in it).
     pub async fn open(backend: Backend, url: &str, schemas: &[&'static Schema]) -> Self {
         let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
         let (store, owner): (Arc<dyn Store>, Owner) = match backend {
@@ -109,6 +127,14 @@ impl IsolatedStore {
                 config.clock = ExpiryClock::Manual(ManualClock::new(Timestamp::now()));
                 let store = Arc::new(MongoStore::connect(config).await.expect("connect mongo"));
                 (store.clone(), Owner::Mongo(store))
+            }
+            Backend::Sqlite => {
+                let file = std::path::Path::new(url).join(format!("{name}.db"));
+                let config = SqliteConfig::from_url(format!("sqlite://{}", file.display()));
+                let store = SqliteStore::connect(config)
+                    .await
+                    .expect("open sqlite file");
+                (Arc::new(store), Owner::Sqlite(file))
             }
         };
         store
@@ -133,8 +159,14 @@ impl IsolatedStore {
             Owner::Mongo(mongo) => {
                 mongo.database().drop().await.expect("drop test database");
             }
+            Owner::Sqlite(_) => {}
         }
         self.store.close().await;
+        if let Owner::Sqlite(file) = &self.owner {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
     }
 
     /// The PostgreSQL store, when this is one (for checks in plain SQL).

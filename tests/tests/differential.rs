@@ -2,8 +2,8 @@
 //! store (the reference semantics) and on each real backend must produce the same
 //! observable results: documents, counts, aggregates and error kinds.
 //!
-//! Every case runs on fresh stores (a PostgreSQL schema or MongoDB database of its
-//! own). `OPSTORE_SOAK_CASES` sets the number of cases (default 256 per backend).
+//! Every case runs on fresh stores (a PostgreSQL schema, MongoDB database or
+//! SQLite file of its own). `OPSTORE_SOAK_CASES` sets the number of cases (default 256 per backend).
 //! Float sums are compared with a relative tolerance of 1e-9, because addition
 //! order is not part of the contract; everything else is compared exactly.
 
@@ -786,4 +786,9 @@ fn memory_and_postgres_agree_on_random_operation_sequences() {
 #[test]
 fn memory_and_mongo_agree_on_random_operation_sequences() {
     differential(Backend::Mongo);
+}
+
+#[test]
+fn memory_and_sqlite_agree_on_random_operation_sequences() {
+    differential(Backend::Sqlite);
 }
