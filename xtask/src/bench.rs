@@ -37,11 +37,20 @@ struct Group {
     cql: bool,
 }
 
-const GROUPS: [Group; 6] = [
+const GROUPS: [Group; 7] = [
     Group {
         name: "memory",
         package: "opstore-memory",
         bench: "memory",
+        features: "bench",
+        postgres: false,
+        mongo: false,
+        cql: false,
+    },
+    Group {
+        name: "sqlite",
+        package: "opstore-sqlite",
+        bench: "sqlite",
         features: "bench",
         postgres: false,
         mongo: false,

@@ -3,7 +3,7 @@
 //! - `cargo xtask test [--backend NAME]... [--no-lint]`: lints, the codegen staleness
 //!   check, and every test suite, starting the database servers the suites need.
 //! - `cargo xtask codegen [--check]`: writes (or checks) the generated schema files.
-//! - `cargo xtask bench [--quick] [memory|postgres|mongo|scylla|processors|jobs|all]`: runs
+//! - `cargo xtask bench [--quick] [memory|sqlite|postgres|mongo|scylla|processors|jobs|all]`: runs
 //!   benchmarks and, for a run of every group, writes docs/performance.md.
 //! - `cargo xtask soak [--cases N] [--rounds N]`: the property and fault suites with
 //!   many more cases.
@@ -27,11 +27,11 @@ commands:
   test [--backend NAME]... [--no-lint]
         fmt + clippy + codegen check, then the test suites; ends with one
         `backend <name>: N passed, N failed, N skipped` line per backend and a
-        final `N passed, N failed` line. NAME: unit, memory, postgres, mongo,
+        final `N passed, N failed` line. NAME: unit, memory, sqlite, postgres, mongo,
         scylla (unit tests and server suite), scylla-unit, app.
   codegen [--check]
         write the generated schema files; --check fails if any is stale.
-  bench [--quick] [memory|postgres|mongo|scylla|processors|jobs|all]...
+  bench [--quick] [memory|sqlite|postgres|mongo|scylla|processors|jobs|all]...
         run the benchmarks (default: all), starting the servers they need;
         a run of every group writes docs/performance.md.
   soak [--cases N] [--rounds N]

@@ -7,9 +7,10 @@ use crate::servers::{self, RunDir, Server};
 use crate::workspace::{Workspace, cargo, is_ci};
 
 /// Packages whose tests belong to a backend line rather than to `unit`.
-const BACKEND_PACKAGES: [&str; 8] = [
+const BACKEND_PACKAGES: [&str; 9] = [
     "opstore",
     "opstore-memory",
+    "opstore-sqlite",
     "opstore-postgres",
     "opstore-mongo",
     "opstore-scylla",
@@ -26,6 +27,7 @@ const APP_PACKAGES: [&str; 4] = ["opstore", "opstore-app", "opstore-e2e", "opsto
 enum Backend {
     Unit,
     Memory,
+    Sqlite,
     Postgres,
     Mongo,
     ScyllaUnit,
@@ -33,9 +35,10 @@ enum Backend {
     App,
 }
 
-const ALL: [Backend; 7] = [
+const ALL: [Backend; 8] = [
     Backend::Unit,
     Backend::Memory,
+    Backend::Sqlite,
     Backend::Postgres,
     Backend::Mongo,
     Backend::ScyllaUnit,
@@ -48,6 +51,7 @@ impl Backend {
         match self {
             Backend::Unit => "unit",
             Backend::Memory => "memory",
+            Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
             Backend::Mongo => "mongo",
             Backend::ScyllaUnit => "scylla-unit",
@@ -191,6 +195,8 @@ pub fn main(args: &[String]) -> Result<bool, String> {
                 cargo_test(&packages, &[], &[])
             }
             Backend::Memory => cargo_test(&existing(&ws, &["opstore-memory"]), &[], &[]),
+            // Embedded: the suite runs on database files of its own, no server.
+            Backend::Sqlite => cargo_test(&existing(&ws, &["opstore-sqlite"]), &[], &[]),
             Backend::Postgres => server_suite(
                 &ws,
                 "postgres",
