@@ -1,9 +1,8 @@
 //! Leases with fencing tokens, idempotency keys and processor checkpoints.
 //!
 //! Expiry is judged in SQL by the store's clock (the database's own, or a
-//! manual clock bound into the statement). Every write goes through a
-//! [`Writer`](crate::exec::Writer), so it queues at the write gate instead of
-//! contending for SQLite's lock.
+//! manual clock bound into the statement). Every write runs on the store's
+//! writer connection, so it queues there instead of contending for SQLite's lock.
 
 use std::time::Duration;
 

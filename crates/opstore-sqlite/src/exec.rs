@@ -1,12 +1,14 @@
-//! Where statements run: the pool, a write of the adapter's own, or an open
+//! Where statements run: the read pool, the writer connection, or an open
 //! transaction. Every statement of the adapter goes through [`Exec`] or a
 //! [`Writer`], which map driver errors to `StoreError`.
 //!
-//! SQLite has one writer per database file. Writes in this process take turns
-//! at the store's write gate (a fair queue, so no statement spins in SQLite's
-//! busy handler), and each write transaction starts with `BEGIN IMMEDIATE`,
-//! which takes the file's write lock at once: a second process waits its turn
-//! (up to the busy timeout) instead of failing halfway through a transaction.
+//! SQLite has one writer per database file, so the store keeps one writer
+//! connection of its own behind a fair async mutex (the write gate): writes of
+//! this process queue there instead of spinning in SQLite's busy handler, and
+//! reads run on the pool beside them (WAL mode). A write transaction starts
+//! with `BEGIN IMMEDIATE`, which takes the file's write lock at once, so a
+//! second process waits its turn (up to the busy timeout) instead of failing
+//! halfway through a transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,11 +37,69 @@ pub(crate) fn build(sql: Sql) -> SqliteQuery {
     q
 }
 
+/// The store's one writer connection.
+pub(crate) struct WriteConn {
+    pub conn: SqliteConnection,
+    /// A transaction was begun and not yet ended: set before `BEGIN` is sent,
+    /// cleared after `COMMIT` or `ROLLBACK`. A write whose caller went away
+    /// halfway leaves it set, and the next write rolls that transaction back
+    /// before it begins its own.
+    pub open: bool,
+    /// Set by `close`: later writes fail with `Connection`.
+    pub closed: bool,
+}
+
+impl WriteConn {
+    /// The connection, after undoing what a cancelled write left open.
+    async fn ready(&mut self, ctx: Ctx<'_>) -> Result<&mut SqliteConnection> {
+        if self.closed {
+            return Err(StoreError::Connection(format!(
+                "{}: the store is closed",
+                ctx.describe()
+            )));
+        }
+        if self.open {
+            // An error here means no transaction was open after all.
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+            self.open = false;
+        }
+        Ok(&mut self.conn)
+    }
+
+    /// Begins a write transaction.
+    pub(crate) async fn begin(&mut self, ctx: Ctx<'_>) -> Result<()> {
+        self.ready(ctx).await?;
+        self.open = true;
+        match sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.open = false;
+                Err(map(ctx, e))
+            }
+        }
+    }
+
+    /// Commits (`commit`) or rolls back the open transaction.
+    pub(crate) async fn end(&mut self, ctx: Ctx<'_>, commit: bool) -> Result<()> {
+        let statement = if commit { "COMMIT" } else { "ROLLBACK" };
+        let done = sqlx::raw_sql(statement).execute(&mut self.conn).await;
+        if done.is_ok() {
+            self.open = false;
+        }
+        // A failed COMMIT leaves `open` set: the next write rolls it back.
+        done.map(drop).map_err(|e| map(ctx, e))
+    }
+}
+
 /// What the store shares with its ports.
 pub(crate) struct Shared {
+    /// Connections for reads.
     pub pool: SqlitePool,
-    /// One writer at a time in this process.
-    pub gate: Arc<Mutex<()>>,
+    /// The writer connection; its mutex is the write gate.
+    pub writer: Arc<Mutex<WriteConn>>,
     pub clock: SqliteClock,
     /// Wakes watchers after a commit of this process.
     pub wake: Notify,
@@ -49,9 +109,54 @@ pub(crate) struct Shared {
     pub busy_timeout: Duration,
 }
 
-/// An open transaction shared by the collections bound to it.
+impl Shared {
+    /// Waits for the writer connection, at most the busy timeout.
+    pub(crate) async fn lock_writer(&self, ctx: Ctx<'_>) -> Result<OwnedMutexGuard<WriteConn>> {
+        tokio::time::timeout(self.busy_timeout, Arc::clone(&self.writer).lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Timeout(format!(
+                    "{}: another write of this store held the write lock past the busy timeout \
+                     (inside a transaction, use the transaction's collections)",
+                    ctx.describe()
+                ))
+            })
+    }
+}
+
+/// Rolls back, in a task of its own, a transaction whose caller went away
+/// with it open, so the file's write lock does not wait for this store's next
+/// write to be released for other processes.
+fn roll_back_soon(shared: &Arc<Shared>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let writer = Arc::clone(&shared.writer);
+    runtime.spawn(async move {
+        let mut w = writer.lock().await;
+        // `ready` rolls back what is still open; a closed store has nothing to undo.
+        let _ = w.ready(Ctx::new("roll back", "abandoned write")).await;
+    });
+}
+
+/// An open transaction shared by the collections bound to it: the writer
+/// connection, until the transaction ends.
 pub(crate) struct TxState {
-    pub conn: Arc<Mutex<Option<sqlx::Transaction<'static, Sqlite>>>>,
+    pub conn: Arc<Mutex<Option<OwnedMutexGuard<WriteConn>>>>,
+    pub shared: Arc<Shared>,
+}
+
+impl Drop for TxState {
+    fn drop(&mut self) {
+        // Taking the writer out releases it for the task below.
+        let abandoned = self
+            .conn
+            .try_lock()
+            .is_ok_and(|mut g| g.take().is_some_and(|w| w.open));
+        if abandoned {
+            roll_back_soon(&self.shared);
+        }
+    }
 }
 
 /// Where a statement runs.
@@ -75,10 +180,10 @@ macro_rules! run {
             Exec::Pool(shared) => q.$method(&shared.pool).await.map_err(|e| map($ctx, e)),
             Exec::Tx(_, state) => {
                 let mut guard = state.conn.lock().await;
-                let Some(tx) = guard.as_mut() else {
+                let Some(w) = guard.as_mut() else {
                     return Err(finished($ctx));
                 };
-                q.$method(&mut **tx).await.map_err(|e| map($ctx, e))
+                q.$method(&mut w.conn).await.map_err(|e| map($ctx, e))
             }
         }
     }};
@@ -103,17 +208,15 @@ impl Exec {
         run!(self, ctx, sql, fetch_one)
     }
 
-    /// Runs one write statement: under the write gate in autocommit (SQLite
-    /// takes and releases the file's write lock around it), or inside the
-    /// open transaction. Returns the rows it returns.
+    /// Runs one write statement: on the writer connection in autocommit
+    /// (SQLite takes and releases the file's write lock around it), or inside
+    /// the open transaction. Returns the rows it returns.
     pub(crate) async fn write_rows(&self, ctx: Ctx<'_>, sql: Sql) -> Result<Vec<SqliteRow>> {
         match self {
             Exec::Pool(shared) => {
-                let _gate = gate(shared, ctx).await?;
-                build(sql)
-                    .fetch_all(&shared.pool)
-                    .await
-                    .map_err(|e| map(ctx, e))
+                let mut w = shared.lock_writer(ctx).await?;
+                let conn = w.ready(ctx).await?;
+                build(sql).fetch_all(conn).await.map_err(|e| map(ctx, e))
             }
             Exec::Tx(..) => self.fetch_all(ctx, sql).await,
         }
@@ -124,99 +227,89 @@ impl Exec {
         let q = build(sql);
         let done = match self {
             Exec::Pool(shared) => {
-                let _gate = gate(shared, ctx).await?;
-                q.execute(&shared.pool).await
+                let mut w = shared.lock_writer(ctx).await?;
+                let conn = w.ready(ctx).await?;
+                q.execute(conn).await
             }
             Exec::Tx(_, state) => {
                 let mut guard = state.conn.lock().await;
-                let Some(tx) = guard.as_mut() else {
+                let Some(w) = guard.as_mut() else {
                     return Err(finished(ctx));
                 };
-                q.execute(&mut **tx).await
+                q.execute(&mut w.conn).await
             }
         };
         done.map(|r| r.rows_affected()).map_err(|e| map(ctx, e))
     }
 
-    /// Starts a write that commits as a whole: a transaction of its own
-    /// (through the write gate), or a savepoint inside the open transaction.
+    /// Starts a write that commits as a whole: a transaction of its own on the
+    /// writer connection, or a savepoint inside the open transaction.
     pub(crate) async fn writer(&self, ctx: Ctx<'_>) -> Result<Writer> {
         match self {
             Exec::Pool(shared) => {
-                let gate = gate(shared, ctx).await?;
-                // Begun in a task of its own: a caller dropped while BEGIN is in
-                // flight must not hand the connection back inside a transaction.
-                let pool = shared.pool.clone();
-                let tx = tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
-                    .await
-                    .map_err(|e| {
-                        StoreError::backend(
-                            format!("{}: the task beginning the write failed", ctx.describe()),
-                            e,
-                        )
-                    })?
-                    .map_err(|e| map(ctx, e))?;
+                let mut guard = shared.lock_writer(ctx).await?;
+                guard.begin(ctx).await?;
                 Ok(Writer {
                     kind: Kind::Own {
-                        tx: Some(tx),
-                        _gate: gate,
+                        guard,
                         shared: Arc::clone(shared),
                     },
+                    finished: false,
                 })
             }
             Exec::Tx(_, state) => {
                 let mut guard = Arc::clone(&state.conn).lock_owned().await;
-                let Some(tx) = guard.as_mut() else {
+                let Some(w) = guard.as_mut() else {
                     return Err(finished(ctx));
                 };
-                sqlx::query("SAVEPOINT opstore_write")
-                    .execute(&mut **tx)
+                sqlx::raw_sql("SAVEPOINT opstore_write")
+                    .execute(&mut w.conn)
                     .await
                     .map_err(|e| map(ctx, e))?;
                 Ok(Writer {
                     kind: Kind::Nested { guard },
+                    finished: false,
                 })
             }
         }
     }
 }
 
-/// Waits for this store's write gate, at most the busy timeout.
-async fn gate(shared: &Shared, ctx: Ctx<'_>) -> Result<OwnedMutexGuard<()>> {
-    tokio::time::timeout(shared.busy_timeout, Arc::clone(&shared.gate).lock_owned())
-        .await
-        .map_err(|_| {
-            StoreError::Timeout(format!(
-                "{}: another write of this store held the write lock past the busy timeout \
-                 (inside a transaction, use the transaction's collections)",
-                ctx.describe()
-            ))
-        })
-}
-
-/// A write in progress; [`Writer::finish`] commits it or undoes it.
+/// A write in progress; [`Writer::finish`] commits it or undoes it. Dropped
+/// unfinished, its transaction is rolled back in a task of its own (or by the
+/// next write, whichever takes the writer first).
 pub(crate) struct Writer {
     kind: Kind,
+    finished: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let (false, Kind::Own { shared, .. }) = (self.finished, &self.kind) {
+            roll_back_soon(shared);
+        }
+    }
 }
 
 enum Kind {
     Own {
-        tx: Option<sqlx::Transaction<'static, Sqlite>>,
-        _gate: OwnedMutexGuard<()>,
+        guard: OwnedMutexGuard<WriteConn>,
         shared: Arc<Shared>,
     },
     Nested {
-        guard: OwnedMutexGuard<Option<sqlx::Transaction<'static, Sqlite>>>,
+        guard: OwnedMutexGuard<Option<OwnedMutexGuard<WriteConn>>>,
     },
 }
 
 impl Writer {
     fn conn(&mut self, ctx: Ctx<'_>) -> Result<&mut SqliteConnection> {
-        let tx = match &mut self.kind {
-            Kind::Own { tx, .. } => tx.as_mut(),
-            Kind::Nested { guard } => guard.as_mut(),
-        };
-        tx.map(|t| &mut **t).ok_or_else(|| finished(ctx))
+        match &mut self.kind {
+            Kind::Own { guard, .. } => Ok(&mut guard.conn),
+            Kind::Nested { guard } => guard
+                .as_mut()
+                .map(|w| &mut w.conn)
+                .ok_or_else(|| finished(ctx)),
+        }
     }
 
     pub(crate) async fn fetch_all(&mut self, ctx: Ctx<'_>, sql: Sql) -> Result<Vec<SqliteRow>> {
@@ -254,26 +347,22 @@ impl Writer {
     /// Commits when `result` is `Ok`, else undoes the write; returns `result`
     /// (or the commit's error).
     pub(crate) async fn finish<R>(mut self, ctx: Ctx<'_>, result: Result<R>) -> Result<R> {
+        self.finished = true;
         match &mut self.kind {
-            Kind::Own { tx, shared, .. } => {
-                let Some(tx) = tx.take() else {
-                    return Err(finished(ctx));
-                };
-                match result {
-                    Ok(out) => {
-                        tx.commit().await.map_err(|e| map(ctx, e))?;
-                        shared.wake.notify_waiters();
-                        Ok(out)
-                    }
-                    Err(e) => {
-                        // A failed rollback leaves nothing to undo: the connection is discarded.
-                        let _ = tx.rollback().await;
-                        Err(e)
-                    }
+            Kind::Own { guard, shared } => match result {
+                Ok(out) => {
+                    guard.end(ctx, true).await?;
+                    shared.wake.notify_waiters();
+                    Ok(out)
                 }
-            }
+                Err(e) => {
+                    // A failed rollback leaves `open` set: the next write retries it.
+                    let _ = guard.end(ctx, false).await;
+                    Err(e)
+                }
+            },
             Kind::Nested { guard } => {
-                let Some(tx) = guard.as_mut() else {
+                let Some(w) = guard.as_mut() else {
                     return Err(finished(ctx));
                 };
                 let end = if result.is_ok() {
@@ -282,7 +371,7 @@ impl Writer {
                     "ROLLBACK TO opstore_write; RELEASE opstore_write"
                 };
                 sqlx::raw_sql(end)
-                    .execute(&mut **tx)
+                    .execute(&mut w.conn)
                     .await
                     .map_err(|e| map(ctx, e))?;
                 result

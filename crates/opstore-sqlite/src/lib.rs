@@ -17,9 +17,10 @@
 //! own tables are prefixed `opstore_`. Plain SQL reads it:
 //! `SELECT id, "status.state", doc ->> '$.name' FROM items`.
 //!
-//! The database runs in WAL mode: readers never wait for the writer. Writes are
-//! serialised, in process by a write gate and across processes by
-//! `BEGIN IMMEDIATE`, so every write transaction sees the latest commit.
+//! The database runs in WAL mode: readers (a connection pool) never wait for
+//! the writer. Writes are serialised, in process on the store's one writer
+//! connection and across processes by `BEGIN IMMEDIATE`, so every write
+//! transaction sees the latest commit.
 
 // The adapter template (docs/architecture.md): config, store, schema, translate,
 // collection, feed, coord, tx, error; `exec` runs every statement.

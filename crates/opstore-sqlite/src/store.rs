@@ -11,14 +11,14 @@ use opstore_domain::{
     LockManager, MigrationReport, Result, Schema, Store, StoreError, TxOptions, TxWork,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, Notify};
 
 use crate::collection::SqliteCollection;
 use crate::config::SqliteConfig;
 use crate::coord::{SqliteCheckpoints, SqliteIdempotency, SqliteLocks};
 use crate::error::{Ctx, decode, map};
-use crate::exec::{Exec, Shared, Writer};
+use crate::exec::{Exec, Shared, WriteConn, Writer};
 use crate::feed::{SqliteFeed, purge};
 use crate::schema::{CORE_DDL, CORE_VERSION, entity_ddl, generated_columns, index_ddl, quote};
 use crate::translate::{Bind, Sql};
@@ -80,20 +80,29 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(config.max_connections)
         };
         let target = config.redacted_url();
+        let connect_error = |e| match map(Ctx::new("connect", &target), e) {
+            StoreError::Backend { message, source } => StoreError::Connection(match source {
+                Some(s) => format!("{message}: {s}"),
+                None => message,
+            }),
+            other => other,
+        };
+        // The writer first: it creates the file and switches it to WAL.
+        let writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(connect_error)?;
         let pool = pool_options
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(|e| match map(Ctx::new("connect", &target), e) {
-                StoreError::Backend { message, source } => StoreError::Connection(match source {
-                    Some(s) => format!("{message}: {s}"),
-                    None => message,
-                }),
-                other => other,
-            })?;
+            .map_err(connect_error)?;
         let shared = Arc::new(Shared {
             pool,
-            gate: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(WriteConn {
+                conn: writer,
+                open: false,
+                closed: false,
+            })),
             clock: config.clock.clone(),
             wake: Notify::new(),
             feed_retention: config.feed_retention,
@@ -303,6 +312,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.inner.shared.writer.lock().await.closed = true;
         self.inner.shared.pool.close().await;
     }
 }

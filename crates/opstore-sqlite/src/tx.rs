@@ -1,7 +1,7 @@
 //! The transaction runner behind `Store::transaction` and the handle its work
 //! gets.
 //!
-//! A transaction holds the store's write gate and SQLite's write lock
+//! A transaction holds the store's writer connection and SQLite's write lock
 //! (`BEGIN IMMEDIATE`) from its start: it is serializable, sees no concurrent
 //! writer and never meets a write conflict, so nothing is ever retried.
 
@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::collection::SqliteCollection;
 use crate::coord::fence_sql;
-use crate::error::{Ctx, map};
+use crate::error::Ctx;
 use crate::exec::{Exec, Shared, TxState};
 
 /// The handle given to transaction work.
@@ -52,34 +52,20 @@ impl Transaction for SqliteTransaction {
 pub(crate) async fn run(shared: &Arc<Shared>, options: TxOptions, work: &TxWork<'_>) -> Result<()> {
     let _ = options;
     let ctx = Ctx::new("transaction", "store");
-    let gate = tokio::time::timeout(shared.busy_timeout, Arc::clone(&shared.gate).lock_owned())
-        .await
-        .map_err(|_| {
-            StoreError::Timeout(
-                "transaction: another write of this store held the write lock past the busy timeout"
-                    .into(),
-            )
-        })?;
-    // Begun in a task of its own: a caller dropped while BEGIN is in flight
-    // must not hand the connection back inside a transaction.
-    let pool = shared.pool.clone();
-    let tx = tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
-        .await
-        .map_err(|e| StoreError::backend("transaction: the task beginning it failed", e))?
-        .map_err(|e| map(ctx, e))?;
+    let mut writer = shared.lock_writer(ctx).await?;
+    writer.begin(ctx).await?;
     let state = Arc::new(TxState {
-        conn: Arc::new(Mutex::new(Some(tx))),
+        conn: Arc::new(Mutex::new(Some(writer))),
+        shared: Arc::clone(shared),
     });
     let handle: TxHandle = Arc::new(SqliteTransaction {
         exec: Exec::Tx(Arc::clone(shared), Arc::clone(&state)),
     });
     let outcome = work(handle).await;
-    let tx = state.conn.lock().await.take();
-    let result = match (outcome, tx) {
-        (Ok(()), Some(tx)) => {
-            tx.commit()
-                .await
-                .map_err(|e| map(Ctx::new("commit", "transaction"), e))?;
+    let writer = state.conn.lock().await.take();
+    match (outcome, writer) {
+        (Ok(()), Some(mut w)) => {
+            w.end(Ctx::new("commit", "transaction"), true).await?;
             shared.wake.notify_waiters();
             Ok(())
         }
@@ -87,13 +73,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, options: TxOptions, work: &TxWork<
             message: "transaction handle lost".into(),
             source: None,
         }),
-        (Err(e), Some(tx)) => {
-            // A failed rollback leaves nothing to undo: the connection is discarded.
-            let _ = tx.rollback().await;
+        (Err(e), Some(mut w)) => {
+            // A failed rollback leaves the connection marked open: the next write retries it.
+            let _ = w.end(ctx, false).await;
             Err(e)
         }
         (Err(e), None) => Err(e),
-    };
-    drop(gate);
-    result
+    }
 }

@@ -125,3 +125,30 @@ async fn an_in_memory_database_works_for_its_lifetime() {
     items.insert(&item("m").build()).await.unwrap();
     assert!(items.get("m").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_transaction_dropped_halfway_leaves_nothing_and_the_store_writable() {
+    let store = open(&fresh_file()).await;
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let run = opstore_domain::run_transaction(&store, Default::default(), |tx| {
+        let started = std::sync::Arc::clone(&started);
+        async move {
+            opstore_domain::TxExt::repository::<Item>(&tx)?
+                .insert(&item("half").build())
+                .await?;
+            started.notify_one();
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    tokio::select! {
+        outcome = run => panic!("the transaction cannot finish: {outcome:?}"),
+        () = started.notified() => {}
+    }
+    // The transaction's future is gone with its write in flight; the next
+    // write rolls it back and goes ahead.
+    let items = store.repository::<Item>().unwrap();
+    items.insert(&item("after").build()).await.unwrap();
+    assert!(items.get("half").await.unwrap().is_none());
+    assert!(items.get("after").await.unwrap().is_some());
+}
