@@ -135,6 +135,10 @@ mod adapters {
     pub fn generate(schemas: &[&'static Schema]) -> Vec<(&'static str, Vec<(String, String)>)> {
         vec![
             (
+                "crates/opstore-sqlite",
+                opstore_sqlite::codegen::generate(schemas),
+            ),
+            (
                 "crates/opstore-postgres",
                 opstore_postgres::codegen::generate(schemas),
             ),

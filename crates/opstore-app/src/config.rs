@@ -195,13 +195,13 @@ pub struct StoreConfig {
     /// Clock for expiry decisions where the backend offers a choice.
     pub expiry_clock: ExpiryClockSource,
     /// How much change-feed history watchers can resume from; `None` keeps the
-    /// backend's default (memory one hour, PostgreSQL seven days, MongoDB the
-    /// oplog's, ScyllaDB one day).
+    /// backend's default (memory one hour, SQLite and PostgreSQL seven days,
+    /// MongoDB the oplog's, ScyllaDB one day).
     pub feed_retention: Option<Duration>,
     /// A clock that tests move by hand instead of waiting: it judges expiry of
     /// leases, idempotency keys, TTL documents and feed history. It overrides
-    /// `expiry_clock`. Memory and MongoDB honour it; PostgreSQL and ScyllaDB
-    /// expire by the server's clock and refuse it with `Validation`.
+    /// `expiry_clock`. Memory, SQLite and MongoDB honour it; PostgreSQL and
+    /// ScyllaDB expire by the server's clock and refuse it with `Validation`.
     pub test_clock: Option<ManualClock>,
 }
 

@@ -126,6 +126,17 @@ pub async fn server_version() -> BenchResult<String> {
     Ok(report.server)
 }
 
+/// Folds the WAL into the database file between rounds, outside the timed
+/// part. Otherwise the automatic checkpoint (every 1000 WAL pages, with a file
+/// sync) lands on whichever side's commit crosses the threshold, a cost of
+/// milliseconds that would fall on one side of a round at random.
+async fn checkpoint(pool: &sqlx::SqlitePool) -> BenchResult<()> {
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Appends the changelog row of a write, as the adapter does.
 const LOG: &str = "INSERT INTO opstore_changelog (collection, op, key, doc, at) \
                    VALUES ('items', ?1, ?2, ?3, CAST(unixepoch('subsec') * 1000000 AS INTEGER))";
@@ -135,6 +146,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
     let repo = store.repository::<Item>()?;
     let rounds = rounds(scale) + 1;
     let mut results = Vec::new();
+    checkpoint(&pool).await?;
 
     // Insert one: the row and its changelog row in one write transaction.
     let n = 20;
@@ -165,6 +177,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
         }
         pair.raw.push(raw);
         pair.ours.push(ours);
+        checkpoint(&pool).await?;
     }
     results.push(pair);
 
@@ -190,6 +203,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
         }
         pair.raw.push(raw);
         pair.ours.push(ours);
+        checkpoint(&pool).await?;
     }
     results.push(pair);
 
@@ -197,6 +211,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
     let bulk: Vec<Item> = (0..10_000).map(|i| doc("bulk", i)).collect();
     repo.insert_many(&bulk).await?;
     sqlx::query("ANALYZE").execute(&pool).await?;
+    checkpoint(&pool).await?;
 
     // Indexed find, limit 50.
     let n = 20;
@@ -223,6 +238,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
         }
         pair.raw.push(raw);
         pair.ours.push(ours);
+        checkpoint(&pool).await?;
     }
     results.push(pair);
 
@@ -256,6 +272,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
             .await?;
         black_box(c);
         pair.ours.push(t.elapsed());
+        checkpoint(&pool).await?;
     }
     results.push(pair);
 
@@ -289,6 +306,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
         let t = Instant::now();
         repo.insert_many(&our_docs).await?;
         pair.ours.push(t.elapsed());
+        checkpoint(&pool).await?;
     }
     results.push(pair);
 
@@ -333,6 +351,7 @@ async fn scenarios(store: &SqliteStore, scale: Scale) -> BenchResult<Vec<Figure>
         }
         pair.raw.push(raw);
         pair.ours.push(ours);
+        checkpoint(&pool).await?;
     }
     results.push(pair);
 

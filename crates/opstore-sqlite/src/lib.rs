@@ -13,8 +13,9 @@
 //!
 //! Storage layout: a table per entity with the document as JSON text in `doc`,
 //! the key as the primary key and every declared indexed field as a virtual
-//! generated column named by its path, indexed (see [`schema`]); the adapter's
-//! own tables are prefixed `opstore_`. Plain SQL reads it:
+//! generated column named by its path, indexed (see [`schema`]; `cargo xtask
+//! codegen` writes the DDL to `schema/opstore.sql`); the adapter's own tables
+//! are prefixed `opstore_`. Plain SQL reads it:
 //! `SELECT id, "status.state", doc ->> '$.name' FROM items`.
 //!
 //! The database runs in WAL mode: readers (a connection pool) never wait for
@@ -37,6 +38,7 @@ mod tx;
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod codegen;
 
 pub use config::{MAX_DOCUMENT_BYTES, SqliteClock, SqliteConfig};
 pub use store::SqliteStore;

@@ -9,8 +9,9 @@
 //! opstore = { version = "0.1", features = ["postgres", "mocks"] }
 //! ```
 //!
-//! Features: `memory` (default), `postgres`, `mongo`, `scylla` (each compiles one
-//! adapter in), `mocks` (mockall mocks of every port, in [`mocks`] and the prelude).
+//! Features: `memory` (default), `sqlite` (the embedded persistent store, one
+//! file: `sqlite://path/to/ops.db`), `postgres`, `mongo`, `scylla` (each compiles
+//! one adapter in), `mocks` (mockall mocks of every port, in [`mocks`] and the prelude).
 //!
 //! ```
 //! use std::time::Duration;

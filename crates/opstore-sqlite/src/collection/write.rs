@@ -300,7 +300,7 @@ impl SqliteCollection {
             same.push(format!("json_extract(doc, {p}) IS {c}"));
         }
         sql.text = format!(
-            "UPDATE {} SET doc = json_set(doc, {}) WHERE {vis} AND {} AND NOT ({}) RETURNING {}, doc",
+            "UPDATE {} SET doc = json_set(doc, {}) WHERE {vis} AND {} AND NOT ({}) RETURNING {}",
             self.table,
             assign.join(", "),
             plan.sql_where,
@@ -308,24 +308,32 @@ impl SqliteCollection {
             self.key_col
         );
         let rows = w.fetch_all(self.ctx("update_many"), sql).await?;
-        let mut changed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let key: String = row.try_get(0).map_err(|e| decode("a key", e))?;
-            let doc: String = row.try_get(1).map_err(|e| decode("a document", e))?;
-            changed.push((key, doc));
-        }
-        changed.sort();
-        let changes: Vec<(ChangeOp, &str, Option<&str>)> = changed
+        let keys = rows
             .iter()
-            .map(|(k, d)| (ChangeOp::Update, k.as_str(), Some(d.as_str())))
-            .collect();
-        self.log(w, &changes).await?;
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| decode("a key", e))?;
+        if !keys.is_empty() {
+            // The changelog rows are copied from the table in SQL, in key order,
+            // rather than sent back from here.
+            let mut sql = Sql::new();
+            let c = sql.bind(Bind::Text(self.schema.name().to_owned()));
+            let now = sql.now(self.exec.clock());
+            let k = sql.bind(Bind::Text(Value::from(keys.clone()).to_string()));
+            sql.text = format!(
+                "INSERT INTO opstore_changelog (collection, op, key, doc, at) \
+                 SELECT {c}, 'update', {key}, doc, {now} FROM {t} \
+                 WHERE {key} IN (SELECT value FROM json_each({k})) ORDER BY {key}",
+                key = self.key_col,
+                t = self.table,
+            );
+            w.execute(self.ctx("log change"), sql).await?;
+        }
         Ok(Some(UpdateCount {
             matched,
-            modified: changed.len() as u64,
+            modified: keys.len() as u64,
         }))
     }
-
     pub(super) async fn upsert_in(
         &self,
         w: &mut Writer,
