@@ -21,6 +21,8 @@ use opstore_memory::{MemoryConfig, MemoryStore};
 pub enum Backend {
     /// The in-process store, always there.
     Memory,
+    /// A fresh SQLite file, with the `sqlite` feature.
+    Sqlite,
     /// `OPSTORE_POSTGRES_URL`, with the `postgres` feature; a schema per test.
     Postgres,
     /// `OPSTORE_MONGODB_URL` (a replica set), with the `mongo` feature; a database
@@ -33,11 +35,32 @@ pub enum Backend {
 pub async fn store_on(backend: Backend) -> Option<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match backend {
         Backend::Memory => Arc::new(MemoryStore::new(MemoryConfig::default())),
+        Backend::Sqlite => sqlite().await?,
         Backend::Postgres => postgres().await?,
         Backend::Mongo => mongo().await?,
     };
     store.migrate(&all_schemas()).await.expect("migrate");
     Some(store)
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite() -> Option<Arc<dyn Store>> {
+    let file =
+        std::env::temp_dir().join(format!("opstore-svc-{}.db", uuid::Uuid::new_v4().simple()));
+    let config = opstore_sqlite::SqliteConfig::from_url(format!("sqlite://{}", file.display()));
+    let store = opstore_sqlite::SqliteStore::connect(config)
+        .await
+        .expect("open a SQLite file");
+    Some(Arc::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn sqlite() -> Option<Arc<dyn Store>> {
+    opstore_testkit::skip(
+        "sqlite",
+        "built without the `sqlite` feature of opstore-app",
+    );
+    None
 }
 
 #[cfg(feature = "postgres")]
@@ -88,6 +111,7 @@ macro_rules! on_every_backend {
     ($($body:ident),* $(,)?) => {
         mod on_every_backend {
             on_backend!(memory, Memory, $($body),*);
+            on_backend!(sqlite, Sqlite, $($body),*);
             on_backend!(postgres, Postgres, $($body),*);
             on_backend!(mongo, Mongo, $($body),*);
         }
