@@ -23,8 +23,8 @@ pub enum SqliteClock {
 /// Where the database file is and how the adapter behaves.
 ///
 /// The URL is `sqlite://PATH` (relative to the working directory),
-/// `sqlite:///ABSOLUTE/PATH` or `sqlite::memory:` (a private in-memory database
-/// that lives as long as the store). A missing file is created.
+/// `sqlite:///ABSOLUTE/PATH` or `sqlite::memory:` (a private database that lives
+/// as long as the store, in a temporary file). A missing file is created.
 ///
 /// ```
 /// use std::time::Duration;
@@ -40,8 +40,7 @@ pub enum SqliteClock {
 pub struct SqliteConfig {
     /// `sqlite://path/to/file.db`, `sqlite:///abs/file.db` or `sqlite::memory:`.
     pub url: String,
-    /// Connections in the pool: readers run in parallel, writes take turns.
-    /// An in-memory database always uses one.
+    /// Connections in the read pool (writes use one connection of their own).
     pub max_connections: u32,
     /// How long a call waits for a free connection before `Timeout`.
     pub acquire_timeout: Duration,

@@ -1,8 +1,10 @@
 //! `SqliteStore`: opening the file, migrating, and handing out every port.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -32,6 +34,35 @@ pub struct SqliteStore {
 struct Inner {
     shared: Arc<Shared>,
     config: SqliteConfig,
+    /// The file behind `sqlite::memory:`, removed with the store.
+    temp_file: Option<PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(file) = &self.temp_file {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = file.clone().into_os_string();
+                name.push(suffix);
+                // Already gone or never created: nothing to remove.
+                let _ = std::fs::remove_file(name);
+            }
+        }
+    }
+}
+
+/// A fresh file name in the system's temporary directory.
+fn temp_path() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    std::env::temp_dir().join(format!(
+        "opstore-sqlite-memory-{}-{nanos}-{}.db",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 impl fmt::Debug for SqliteStore {
@@ -45,40 +76,37 @@ impl fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating when missing, with its parent directory) the database
     /// file in WAL mode. Tables are created by [`Store::migrate`].
+    ///
+    /// `sqlite::memory:` opens a private database in a temporary file that is
+    /// removed when the store is dropped: SQLite's own in-memory databases
+    /// share one cache between connections, where a reader waits for an open
+    /// write transaction instead of reading the last commit as WAL readers do.
     pub async fn connect(config: SqliteConfig) -> Result<Self> {
         config.check()?;
-        let memory = config.is_in_memory();
-        let options = SqliteConnectOptions::from_str(&config.url).map_err(|e| {
-            StoreError::Validation(format!("invalid SQLite URL {}: {e}", config.redacted_url()))
-        })?;
-        let mut options = options
+        let temp_file = config.is_in_memory().then(temp_path);
+        let options = match &temp_file {
+            Some(file) => SqliteConnectOptions::new().filename(file),
+            None => SqliteConnectOptions::from_str(&config.url).map_err(|e| {
+                StoreError::Validation(format!("invalid SQLite URL {}: {e}", config.redacted_url()))
+            })?,
+        };
+        let options = options
             .create_if_missing(true)
             .busy_timeout(config.busy_timeout)
             .foreign_keys(false)
-            .synchronous(SqliteSynchronous::Normal);
-        if !memory {
-            options = options.journal_mode(SqliteJournalMode::Wal);
-            let file = options.get_filename().to_owned();
-            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Connection(format!(
-                        "connect to {}: cannot create the directory {}: {e}",
-                        config.redacted_url(),
-                        dir.display()
-                    ))
-                })?;
-            }
+            .synchronous(SqliteSynchronous::Normal)
+            .journal_mode(SqliteJournalMode::Wal);
+        let file = options.get_filename().to_owned();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Connection(format!(
+                    "connect to {}: cannot create the directory {}: {e}",
+                    config.redacted_url(),
+                    dir.display()
+                ))
+            })?;
         }
-        // An in-memory database lives as long as its one connection.
-        let pool_options = if memory {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(config.max_connections)
-        };
+        let pool_options = SqlitePoolOptions::new().max_connections(config.max_connections);
         let target = config.redacted_url();
         let connect_error = |e| match map(Ctx::new("connect", &target), e) {
             StoreError::Backend { message, source } => StoreError::Connection(match source {
@@ -110,7 +138,11 @@ impl SqliteStore {
             busy_timeout: config.busy_timeout,
         });
         Ok(SqliteStore {
-            inner: Arc::new(Inner { shared, config }),
+            inner: Arc::new(Inner {
+                shared,
+                config,
+                temp_file,
+            }),
         })
     }
 
