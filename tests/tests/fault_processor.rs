@@ -36,6 +36,7 @@ use opstore_domain::{
 use opstore_memory::{MemoryConfig, MemoryStore};
 use opstore_mongo::{ExpiryClock, MongoConfig, MongoStore};
 use opstore_postgres::{PgConfig, PgStore};
+use opstore_sqlite::{SqliteConfig, SqliteStore};
 use opstore_testkit::fixtures::{Item, item};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -573,6 +574,14 @@ fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new(MemoryConfig::default()))
 }
 
+/// A fresh SQLite file; `migrate` is left to the test, as on the other backends.
+async fn sqlite() -> Arc<dyn Store> {
+    let file = std::env::temp_dir().join(format!("{}.db", unique("fault")));
+    let mut config = SqliteConfig::from_url(format!("sqlite://{}", file.display()));
+    config.feed_poll_interval = Duration::from_millis(100);
+    Arc::new(SqliteStore::connect(config).await.unwrap())
+}
+
 async fn postgres() -> Option<Arc<dyn Store>> {
     let url = require_server("postgres", "OPSTORE_POSTGRES_URL")?;
     let mut config = PgConfig::from_url(url);
@@ -602,6 +611,22 @@ async fn event_processor_killed_100_times_on_memory_loses_nothing() {
 async fn queue_processor_killed_100_times_on_memory_loses_nothing() {
     assert_exactly_once(
         &kill_and_restart(memory(), Kind::Queue, 100).await,
+        Kind::Queue,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_processor_killed_100_times_on_sqlite_loses_nothing() {
+    assert_exactly_once(
+        &kill_and_restart(sqlite().await, Kind::Single, 100).await,
+        Kind::Single,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_processor_killed_100_times_on_sqlite_loses_nothing() {
+    assert_exactly_once(
+        &kill_and_restart(sqlite().await, Kind::Queue, 100).await,
         Kind::Queue,
     );
 }
