@@ -152,3 +152,65 @@ async fn a_transaction_dropped_halfway_leaves_nothing_and_the_store_writable() {
     assert!(items.get("half").await.unwrap().is_none());
     assert!(items.get("after").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_writing_one_file_take_turns_and_lose_nothing() {
+    let file = fresh_file();
+    let (a, b) = (open(&file).await, open(&file).await);
+    let write = |store: SqliteStore, prefix: &'static str| async move {
+        let items = store.repository::<Item>().unwrap();
+        for i in 0..50 {
+            items
+                .insert(&item(&format!("{prefix}{i:02}")).build())
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(write(a.clone(), "a"), write(b.clone(), "b"));
+    let items = a.repository::<Item>().unwrap();
+    assert_eq!(
+        items.count(&opstore_domain::Filter::all()).await.unwrap(),
+        100
+    );
+    let mut feed = b
+        .change_feed()
+        .watch(WatchRequest {
+            schema: Item::schema(),
+            start: StartAt::Beginning,
+            filter: None,
+        })
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    while keys.len() < 100 {
+        let event = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("the whole history arrives")
+            .unwrap()
+            .unwrap();
+        keys.push(event.key);
+    }
+    // Each store's own inserts appear in the order it made them.
+    for prefix in ["a", "b"] {
+        let own: Vec<&String> = keys.iter().filter(|k| k.starts_with(prefix)).collect();
+        assert_eq!(own.len(), 50);
+        assert!(own.windows(2).all(|w| w[0] < w[1]), "{own:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_contended_by_two_stores_on_one_file_has_one_holder() {
+    let file = fresh_file();
+    let (a, b) = (open(&file).await, open(&file).await);
+    let ttl = Duration::from_secs(30);
+    let (la, lb) = (a.locks(), b.locks());
+    let (x, y) = tokio::join!(
+        la.try_acquire("drain", "a", ttl),
+        lb.try_acquire("drain", "b", ttl)
+    );
+    let holders = [x.unwrap(), y.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+}
