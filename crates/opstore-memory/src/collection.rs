@@ -8,8 +8,10 @@ use opstore_domain::{
     UpdateCount, Upserted, Value,
 };
 
+use crate::error::poisoned;
 use crate::state::{Change, CollState};
-use crate::{Shared, TxInner, poisoned};
+use crate::store::Shared;
+use crate::tx::TxInner;
 
 pub(crate) struct MemCollection {
     shared: Arc<Shared>,

@@ -11,11 +11,10 @@ use opstore_domain::{
     StoreError, Timestamp, Value,
 };
 
+use crate::error::poisoned;
+
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
-    m.lock().map_err(|_| StoreError::Backend {
-        message: "memory store lock poisoned".into(),
-        source: None,
-    })
+    m.lock().map_err(|_| poisoned())
 }
 
 fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
