@@ -7,7 +7,10 @@
 //! ```
 //!
 //! where `harness()` returns the adapter's [`Harness`]; see
-//! `crates/opstore-memory/tests/conformance.rs` for a complete one.
+//! `crates/opstore-memory/tests/conformance.rs` for a complete one. A backend that
+//! needs a server returns `Option<impl Harness>` instead, `None` (from
+//! [`require_server`]) when the server is absent: each case then reports itself
+//! skipped rather than passing or failing.
 //!
 //! Each case is one behaviour of the port contract, named for it. The macro
 //! expands to one `#[tokio::test]` per case, so test runners count and name them.
@@ -65,8 +68,32 @@ pub trait Harness: Send + Sync + 'static {
     }
 }
 
+/// What [`conformance_tests!`] takes: a harness, or `None` when its server is absent.
+pub trait MaybeHarness {
+    /// The harness inside.
+    type Harness: Harness;
+    /// The harness, or `None` when the case cannot run (already reported skipped).
+    fn into_harness(self) -> Option<Self::Harness>;
+}
+
+impl<H: Harness> MaybeHarness for H {
+    type Harness = H;
+    fn into_harness(self) -> Option<H> {
+        Some(self)
+    }
+}
+
+impl<H: Harness> MaybeHarness for Option<H> {
+    type Harness = H;
+    fn into_harness(self) -> Option<H> {
+        self
+    }
+}
+
 /// Expands to one `#[tokio::test]` per conformance case, each getting its harness
-/// from `$harness` (an expression evaluated per test, returning `impl Harness`).
+/// from `$harness` (an expression evaluated per test, returning a [`MaybeHarness`]:
+/// `impl Harness`, or `Option<impl Harness>` that is `None` when the case is
+/// skipped).
 #[macro_export]
 macro_rules! conformance_tests {
     ($harness:expr) => {
@@ -80,7 +107,9 @@ macro_rules! __conformance_test {
     ($harness:expr, $module:ident :: $case:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $case() {
-            let harness = $harness;
+            let Some(harness) = $crate::MaybeHarness::into_harness($harness) else {
+                return;
+            };
             $crate::cases::$module::$case(&harness).await;
         }
     };
