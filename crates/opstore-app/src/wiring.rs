@@ -99,6 +99,9 @@ async fn postgres(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     pg.max_connections = config.pool_size;
     pg.acquire_timeout = config.connect_timeout;
     pg.statement_timeout = Some(config.operation_timeout);
+    // The server's own limit ends a slow statement with a clear error first; the
+    // client's ends a call the server never answers.
+    pg.call_timeout = Some(config.operation_timeout + config.connect_timeout);
     pg.schema = config.database.clone();
     if let Some(retention) = config.feed_retention {
         pg.feed_retention = retention;

@@ -7,11 +7,10 @@ use async_trait::async_trait;
 use opstore_domain::check::Checked;
 use opstore_domain::schema::check_key;
 use opstore_domain::{
-    Agg, Collection, FieldType, Filter, Page, Query, Result, Schema, StoreError, Update,
+    Agg, Collection, FieldType, Filter, Isolation, Page, Query, Result, Schema, StoreError, Update,
     UpdateCount, UpdateOp, Upserted, Value, eval,
 };
 use sqlx::Row;
-use sqlx::postgres::PgPoolCopyExt;
 
 use crate::config::MAX_DOCUMENT_BYTES;
 use crate::error::{Ctx, map};
@@ -20,7 +19,7 @@ use crate::translate::{Bind, Dialect, Sql, Translator};
 
 mod copy;
 mod in_process;
-use crate::exec::{self, Exec};
+use crate::exec::{self, Exec, Pooled};
 
 /// One entity table, on the pool or inside a transaction.
 pub(crate) struct PgCollection {
@@ -245,8 +244,8 @@ impl Collection for PgCollection {
         if docs.is_empty() {
             return Ok(0);
         }
-        if let (Exec::Pool(pool), None) = (&self.exec, self.schema.ttl()) {
-            return self.copy_many(pool, &docs).await;
+        if let (Exec::Pool(pooled), None) = (&self.exec, self.schema.ttl()) {
+            return self.copy_many(pooled, &docs).await;
         }
         let texts = docs
             .iter()

@@ -65,12 +65,20 @@ pub struct PgConfig {
     /// How often a watcher polls when no notification arrives (the fallback for
     /// a missed `NOTIFY`).
     pub feed_poll_interval: Duration,
+    /// Client-side limit of each call to the server: a statement, a transaction's
+    /// `BEGIN` or `COMMIT`, a whole `COPY`. A server that stops answering without
+    /// closing the connection (a frozen host, a silent network partition) then
+    /// costs a caller this long and a `Timeout`, never a hang; the connection in
+    /// use is closed, and a cut-off `COMMIT` has an unknown outcome. `None` waits
+    /// as long as the server takes. [`Store::migrate`](opstore_domain::Store::migrate)
+    /// is not bounded: a long DDL step must not be cut off halfway.
+    pub call_timeout: Option<Duration>,
 }
 
 impl PgConfig {
     /// A configuration for `url` with the documented defaults: 10 connections,
     /// 5 s acquire timeout, server statement timeout, schema `public`, 7 days of
-    /// feed history, 500 ms poll fallback.
+    /// feed history, 500 ms poll fallback, 30 s call timeout.
     pub fn from_url(url: impl Into<String>) -> Self {
         PgConfig {
             url: url.into(),
@@ -80,6 +88,7 @@ impl PgConfig {
             schema: None,
             feed_retention: Duration::from_secs(7 * 24 * 3600),
             feed_poll_interval: Duration::from_millis(500),
+            call_timeout: Some(Duration::from_secs(30)),
         }
     }
 
@@ -99,6 +108,11 @@ impl PgConfig {
         if self.feed_poll_interval.is_zero() {
             return Err(StoreError::Validation(
                 "feed_poll_interval must be positive".into(),
+            ));
+        }
+        if self.call_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(StoreError::Validation(
+                "call_timeout must be positive, or None for no limit".into(),
             ));
         }
         Ok(())
@@ -121,6 +135,7 @@ impl fmt::Debug for PgConfig {
             .field("schema", &self.schema_name())
             .field("feed_retention", &self.feed_retention)
             .field("feed_poll_interval", &self.feed_poll_interval)
+            .field("call_timeout", &self.call_timeout)
             .finish()
     }
 }

@@ -36,7 +36,7 @@ impl<'a> Ctx<'a> {
         self.schema = Some(schema);
         self
     }
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self.key {
             Some(key) => format!("{} `{key}` in `{}`", self.op, self.target),
             None => format!("{} on `{}`", self.op, self.target),

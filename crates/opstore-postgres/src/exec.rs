@@ -1,11 +1,15 @@
 //! Where statements run: the pool or an open transaction. Every statement of
-//! the adapter goes through [`Exec`], which maps driver errors to `StoreError`
-//! and marks a transaction for retry on serialization failures.
+//! the adapter goes through [`Exec`], which bounds it by the call timeout, maps
+//! driver errors to `StoreError` and marks a transaction for retry on
+//! serialization failures.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use opstore_domain::{Isolation, Result, StoreError};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 
@@ -37,28 +41,66 @@ pub(crate) fn build(sql: Sql) -> PgQuery {
     q
 }
 
+/// The client-side limit of one call to the server (`PgConfig::call_timeout`):
+/// a server that stops answering without closing the connection would otherwise
+/// hold the caller for as long as the operating system keeps the socket open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub(crate) Option<Duration>);
+
+impl Deadline {
+    /// The output of `fut`, or `None` when the limit ran out first (`fut` is
+    /// dropped).
+    pub(crate) async fn within<F: Future>(self, fut: F) -> Option<F::Output> {
+        match self.0 {
+            None => Some(fut.await),
+            Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+        }
+    }
+
+    /// The error of a call the limit cut off; `after` says what became of it.
+    pub(crate) fn expired(self, ctx: Ctx<'_>, after: &str) -> StoreError {
+        StoreError::Timeout(format!(
+            "{}: PostgreSQL did not answer within the call timeout of {:?}; {after}",
+            ctx.describe(),
+            self.0.unwrap_or_default()
+        ))
+    }
+}
+
+/// The pool, with the limit of each call made on it.
+#[derive(Clone)]
+pub(crate) struct Pooled {
+    pub(crate) pool: PgPool,
+    pub(crate) deadline: Deadline,
+}
+
+impl Pooled {
+    /// A connection of the pool. When none comes within the acquire timeout, the
+    /// error says whether the pool was busy or the server unreachable.
+    pub(crate) async fn acquire(&self, ctx: Ctx<'_>) -> Result<PoolConnection<Postgres>> {
+        match self.pool.acquire().await {
+            Ok(conn) => Ok(conn),
+            Err(sqlx::Error::PoolTimedOut) => {
+                Err(pool_timeout(ctx, &self.pool.connect_options()).await)
+            }
+            Err(e) => Err(map(ctx, e)),
+        }
+    }
+}
+
 /// An open transaction shared by the collections bound to it.
 pub(crate) struct TxState {
     pub(crate) conn: tokio::sync::Mutex<Option<sqlx::Transaction<'static, Postgres>>>,
     /// Set when a statement hit a serialization failure or deadlock, so the
     /// runner retries whatever the work returned.
     pub(crate) retry: AtomicBool,
-}
-
-impl TxState {
-    /// The state of a transaction that has just begun.
-    pub(crate) fn new(tx: sqlx::Transaction<'static, Postgres>) -> Arc<TxState> {
-        Arc::new(TxState {
-            conn: tokio::sync::Mutex::new(Some(tx)),
-            retry: AtomicBool::new(false),
-        })
-    }
+    pub(crate) deadline: Deadline,
 }
 
 /// Where a statement runs.
 #[derive(Clone)]
 pub(crate) enum Exec {
-    Pool(PgPool),
+    Pool(Pooled),
     Tx(Arc<TxState>),
 }
 
@@ -66,12 +108,17 @@ macro_rules! run {
     ($self:expr, $ctx:expr, $sql:expr, $method:ident) => {{
         let q = build($sql);
         match $self {
-            Exec::Pool(pool) => match q.$method(pool).await {
-                Err(sqlx::Error::PoolTimedOut) => {
-                    Err(pool_timeout($ctx, &pool.connect_options()).await)
+            Exec::Pool(pooled) => {
+                let mut conn = pooled.acquire($ctx).await?;
+                match pooled.deadline.within(q.$method(&mut *conn)).await {
+                    Some(out) => out.map_err(|e| map($ctx, e)),
+                    None => {
+                        // The connection is mid-statement: it must not serve anyone else.
+                        conn.close_on_drop();
+                        Err(pooled.deadline.expired($ctx, "its connection was closed"))
+                    }
                 }
-                other => other.map_err(|e| map($ctx, e)),
-            },
+            }
             Exec::Tx(state) => {
                 let mut guard = state.conn.lock().await;
                 let Some(tx) = guard.as_mut() else {
@@ -80,12 +127,22 @@ macro_rules! run {
                         $ctx.op, $ctx.target
                     )));
                 };
-                q.$method(&mut **tx).await.map_err(|e| {
-                    if is_retryable(&e) {
-                        state.retry.store(true, Ordering::SeqCst);
+                match state.deadline.within(q.$method(&mut **tx)).await {
+                    Some(out) => out.map_err(|e| {
+                        if is_retryable(&e) {
+                            state.retry.store(true, Ordering::SeqCst);
+                        }
+                        map($ctx, e)
+                    }),
+                    None => {
+                        // Abandoned: later statements of the work fail, and the
+                        // server rolls the transaction back.
+                        guard.take();
+                        Err(state
+                            .deadline
+                            .expired($ctx, "its transaction was abandoned"))
                     }
-                    map($ctx, e)
-                })
+                }
             }
         }
     }};
@@ -106,48 +163,75 @@ impl Exec {
     }
 }
 
-/// Begins a READ COMMITTED transaction of the adapter's own, for a collection
-/// call that runs several statements that must commit together.
-pub(crate) async fn begin_own(pool: &PgPool, ctx: Ctx<'_>) -> Result<Arc<TxState>> {
-    // Begun in a task of its own, as in `tx::run`, so a caller dropped while
-    // BEGIN is in flight never hands the connection back inside a transaction.
+/// Begins a transaction at `isolation` on a connection of `pooled`, bounded by
+/// its call timeout.
+pub(crate) async fn begin(
+    pooled: &Pooled,
+    isolation: Isolation,
+    ctx: Ctx<'_>,
+) -> Result<Arc<TxState>> {
+    // sqlx counts a transaction as open only once BEGIN is acknowledged, so a
+    // caller dropped while BEGIN is in flight would hand the connection back
+    // inside an open transaction. Beginning in a task of its own always ends
+    // with a transaction that is used, or rolled back when dropped.
     let begin = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            pool.begin_with(begin_statement(Isolation::ReadCommitted))
-                .await
-        })
+        let pool = pooled.pool.clone();
+        tokio::spawn(async move { pool.begin_with(begin_statement(isolation)).await })
     };
-    let tx = begin
-        .await
-        .map_err(|e| {
-            StoreError::backend(
-                format!(
-                    "{} on `{}`: the task beginning its transaction failed",
-                    ctx.op, ctx.target
-                ),
-                e,
-            )
-        })?
-        .map_err(|e| map(ctx, e))?;
-    Ok(TxState::new(tx))
+    let Some(joined) = pooled.deadline.within(begin).await else {
+        return Err(pooled
+            .deadline
+            .expired(ctx, "the transaction was not begun"));
+    };
+    let begun = joined.map_err(|e| {
+        StoreError::backend(
+            format!(
+                "{}: the task beginning its transaction failed",
+                ctx.describe()
+            ),
+            e,
+        )
+    })?;
+    let tx = match begun {
+        Ok(tx) => tx,
+        Err(sqlx::Error::PoolTimedOut) => {
+            return Err(pool_timeout(ctx, &pooled.pool.connect_options()).await);
+        }
+        Err(e) => return Err(map(ctx, e)),
+    };
+    Ok(Arc::new(TxState {
+        conn: tokio::sync::Mutex::new(Some(tx)),
+        retry: AtomicBool::new(false),
+        deadline: pooled.deadline,
+    }))
 }
 
-/// Ends a transaction begun by [`begin_own`]: commits when `commit`, else
-/// rolls back.
-pub(crate) async fn end_own(state: &TxState, ctx: Ctx<'_>, commit: bool) -> Result<()> {
+/// Ends a transaction begun by [`begin`]: commits when `commit`, else rolls
+/// back. A commit the call timeout cuts off is `Timeout` with an unknown outcome.
+pub(crate) async fn end(state: &TxState, ctx: Ctx<'_>, commit: bool) -> Result<()> {
     let Some(tx) = state.conn.lock().await.take() else {
         return Err(StoreError::Backend {
-            message: format!("{} on `{}`: transaction handle lost", ctx.op, ctx.target),
+            message: format!("{}: transaction handle lost", ctx.describe()),
             source: None,
         });
     };
-    if commit {
-        tx.commit().await.map_err(|e| map(ctx, e))
-    } else {
-        // Rollback failures leave nothing to undo: the connection is discarded.
-        let _ = tx.rollback().await;
-        Ok(())
+    if !commit {
+        // Rollback failures leave nothing to undo: the server rolls back when the
+        // connection ends.
+        let _ = state.deadline.within(tx.rollback()).await;
+        return Ok(());
+    }
+    match state.deadline.within(tx.commit()).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => {
+            if is_retryable(&e) {
+                state.retry.store(true, Ordering::SeqCst);
+            }
+            Err(map(ctx, e))
+        }
+        None => Err(state
+            .deadline
+            .expired(ctx, "whether the transaction committed is unknown")),
     }
 }
 

@@ -43,7 +43,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::Ctx;
-use crate::exec::Exec;
+use crate::exec::{Exec, Pooled};
 use crate::translate::{Bind, Sql};
 
 /// Events fetched per round trip.
@@ -126,7 +126,7 @@ impl Drop for Wake {
 
 /// The `ChangeFeed` port.
 pub(crate) struct PgFeed {
-    pub pool: PgPool,
+    pub pooled: Pooled,
     pub channel: String,
     pub retention: Duration,
     pub poll: Duration,
@@ -142,7 +142,7 @@ impl PgFeed {
             return;
         }
         let (pool, channel, wake) = (
-            self.pool.clone(),
+            self.pooled.pool.clone(),
             self.channel.clone(),
             Arc::downgrade(&self.wake),
         );
@@ -230,7 +230,7 @@ impl ChangeFeed for PgFeed {
             .map(|f| schema.check_filter(f))
             .transpose()?
             .map(|f| f.into_inner());
-        let exec = Exec::Pool(self.pool.clone());
+        let exec = Exec::Pool(self.pooled.clone());
         self.ensure_listener();
         purge(&exec, self.retention).await?;
         let purged = purged_through(&exec).await?;

@@ -17,10 +17,10 @@ use crate::config::PgConfig;
 use crate::coord::{PgCheckpoints, PgIdempotency, PgLocks};
 use crate::error::pool_timeout;
 use crate::error::{Ctx, map};
-use crate::exec::Exec;
+use crate::exec::{Deadline, Exec, Pooled};
 use crate::feed::{PgFeed, Wake, purge};
 use crate::schema::{CORE_DDL, CORE_VERSION, entity_ddl, entity_version, quote};
-use crate::translate::Dialect;
+use crate::translate::{Dialect, Sql};
 
 /// Advisory-lock class of migrations (the second key is the schema's hash).
 const MIGRATION_LOCK_CLASS: i32 = 0x6f70_6d67;
@@ -81,12 +81,17 @@ impl PgStore {
             }
             Err(e) => return Err(connect_error(&config, e)),
         };
-        let icu =
+        let probe =
             sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')")
-                .fetch_one(&pool)
-                .await
-                .and_then(|r| r.try_get::<bool, _>(0))
-                .map_err(|e| connect_error(&config, e))?;
+                .fetch_one(&pool);
+        let Some(icu) = Deadline(config.call_timeout).within(probe).await else {
+            let target = config.redacted_url();
+            return Err(Deadline(config.call_timeout)
+                .expired(Ctx::new("connect", &target), "the store was not opened"));
+        };
+        let icu = icu
+            .and_then(|r| r.try_get::<bool, _>(0))
+            .map_err(|e| connect_error(&config, e))?;
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -110,11 +115,7 @@ impl PgStore {
     /// Deletes change history older than the retention; returns the number of
     /// changelog rows removed. Watchers also do this periodically.
     pub async fn purge_feed(&self) -> Result<u64> {
-        purge(
-            &Exec::Pool(self.inner.pool.clone()),
-            self.inner.config.feed_retention,
-        )
-        .await
+        purge(&self.exec(), self.inner.config.feed_retention).await
     }
 
     /// Deletes documents whose TTL ran out (they are already invisible to reads).
@@ -125,7 +126,14 @@ impl PgStore {
     }
 
     fn exec(&self) -> Exec {
-        Exec::Pool(self.inner.pool.clone())
+        Exec::Pool(self.pooled())
+    }
+
+    fn pooled(&self) -> Pooled {
+        Pooled {
+            pool: self.inner.pool.clone(),
+            deadline: Deadline(self.inner.config.call_timeout),
+        }
     }
 
     async fn migrate_locked(
@@ -238,10 +246,12 @@ impl Store for PgStore {
 
     async fn health(&self) -> Result<HealthReport> {
         let started = Instant::now();
-        let row = sqlx::query("SELECT current_setting('server_version')")
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| map(Ctx::new("health", "server"), e))?;
+        let mut sql = Sql::new();
+        sql.push("SELECT current_setting('server_version')");
+        let row = self
+            .exec()
+            .fetch_one(Ctx::new("health", "server"), sql)
+            .await?;
         let version: String = row
             .try_get(0)
             .map_err(|e| StoreError::backend("decoding server version", e))?;
@@ -287,7 +297,7 @@ impl Store for PgStore {
 
     fn change_feed(&self) -> Arc<dyn ChangeFeed> {
         Arc::new(PgFeed {
-            pool: self.inner.pool.clone(),
+            pooled: self.pooled(),
             channel: format!("opstore_feed_{}", self.inner.config.schema_name()),
             retention: self.inner.config.feed_retention,
             poll: self.inner.config.feed_poll_interval,
@@ -308,7 +318,7 @@ impl Store for PgStore {
     }
 
     async fn transaction<'a>(&self, options: TxOptions, work: &TxWork<'a>) -> Result<()> {
-        crate::tx::run(&self.inner.pool, self.inner.dialect, options, work).await
+        crate::tx::run(&self.pooled(), self.inner.dialect, options, work).await
     }
 
     async fn close(&self) {

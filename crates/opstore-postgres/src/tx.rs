@@ -9,11 +9,10 @@ use async_trait::async_trait;
 use opstore_domain::{
     Collection, Lease, Result, Schema, StoreError, Transaction, TxHandle, TxOptions, TxWork,
 };
-use sqlx::PgPool;
 
 use crate::collection::PgCollection;
-use crate::error::{Ctx, is_retryable, map};
-use crate::exec::{Exec, TxState, begin_statement};
+use crate::error::Ctx;
+use crate::exec::{self, Exec, Pooled, TxState};
 use crate::translate::{Bind, Dialect, Sql};
 
 /// The handle given to transaction work.
@@ -60,7 +59,7 @@ impl Transaction for PgTransaction {
 /// Runs `work` in a transaction, retrying serialization failures and deadlocks
 /// with jittered exponential backoff, at most `options.max_retries` times.
 pub(crate) async fn run(
-    pool: &PgPool,
+    pooled: &Pooled,
     dialect: Dialect,
     options: TxOptions,
     work: &TxWork<'_>,
@@ -68,46 +67,19 @@ pub(crate) async fn run(
     let mut attempt = 0u32;
     loop {
         let ctx = Ctx::new("transaction", "store");
-        // sqlx counts a transaction as open only once BEGIN is acknowledged, so a
-        // caller dropped while BEGIN is in flight would hand the connection back
-        // inside an open transaction. Beginning in a task of its own always ends
-        // with a transaction that is used, or rolled back when dropped.
-        let begin = {
-            let pool = pool.clone();
-            let statement = begin_statement(options.isolation);
-            tokio::spawn(async move { pool.begin_with(statement).await })
-        };
-        let tx = begin
-            .await
-            .map_err(|e| StoreError::backend("transaction: the task beginning it failed", e))?
-            .map_err(|e| map(ctx, e))?;
-        let state = TxState::new(tx);
+        let state = exec::begin(pooled, options.isolation, ctx).await?;
         let handle: TxHandle = Arc::new(PgTransaction {
             state: Arc::clone(&state),
             dialect,
         });
         let outcome = work(handle).await;
-        let tx = state.conn.lock().await.take();
-        let result = match (outcome, tx) {
-            (Ok(()), Some(tx)) => match tx.commit().await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    if is_retryable(&e) {
-                        state.retry.store(true, Ordering::SeqCst);
-                    }
-                    Err(map(Ctx::new("commit", "transaction"), e))
-                }
-            },
-            (Ok(()), None) => Err(StoreError::Backend {
-                message: "transaction handle lost".into(),
-                source: None,
-            }),
-            (Err(e), Some(tx)) => {
-                // Rollback failures leave nothing to undo: the connection is discarded.
-                let _ = tx.rollback().await;
+        let result = match outcome {
+            Ok(()) => exec::end(&state, Ctx::new("commit", "transaction"), true).await,
+            Err(e) => {
+                // A rollback has nothing to report that the work's error does not.
+                let _ = exec::end(&state, ctx, false).await;
                 Err(e)
             }
-            (Err(e), None) => Err(e),
         };
         let err = match result {
             Ok(()) => return Ok(()),

@@ -242,6 +242,26 @@ impl PgCluster {
         );
     }
 
+    /// Freezes the server with `SIGSTOP`: the postmaster first (so it forks no
+    /// new backend), then every process it started. The kernel still accepts
+    /// connections and buffers what clients send, but nothing answers, as with a
+    /// hung host. The server resumes when the returned guard is dropped.
+    pub fn freeze(&self) -> Frozen {
+        let pid_file = self.datadir.join("postmaster.pid");
+        let text = fs::read_to_string(&pid_file).expect("read postmaster.pid");
+        let postmaster: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("postmaster.pid starts with the postmaster's pid");
+        signal("-STOP", &[postmaster]);
+        let children = children_of(postmaster);
+        signal("-STOP", &children);
+        let mut pids = vec![postmaster];
+        pids.extend(children);
+        Frozen { pids }
+    }
+
     /// Loopback port.
     pub fn port(&self) -> u16 {
         self.port
@@ -256,6 +276,59 @@ impl PgCluster {
         }
         url
     }
+}
+
+/// A server stopped by [`PgCluster::freeze`]; dropping it lets the server go on.
+#[derive(Debug)]
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("-CONT", &self.pids);
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `pids` with kill(1).
+fn signal(signal: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let status = Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pids:?} failed");
+}
+
+/// The processes whose parent is `parent`, read from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between listing and reading; it is then no child.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name in parentheses may hold spaces; the parent pid is the
+        // second field after it.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 impl Drop for PgCluster {

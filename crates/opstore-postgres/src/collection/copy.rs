@@ -14,10 +14,27 @@ impl PgCollection {
     /// aborts the copy, so nothing is written. Not used inside transactions (an
     /// aborted copy would fail the whole transaction) nor for TTL tables (whose
     /// expired rows with the same keys are deleted in the same statement).
-    pub(super) async fn copy_many(&self, pool: &sqlx::PgPool, docs: &[Value]) -> Result<u64> {
+    ///
+    /// The whole copy is one call for the call timeout; when it runs out, the
+    /// connection is closed mid-copy and the server discards the rows.
+    pub(super) async fn copy_many(&self, pooled: &Pooled, docs: &[Value]) -> Result<u64> {
+        let ctx = self.ctx("insert_many");
+        let mut conn = pooled.acquire(ctx).await?;
+        match pooled.deadline.within(self.copy_on(&mut conn, docs)).await {
+            Some(out) => out,
+            None => {
+                conn.close_on_drop();
+                Err(pooled
+                    .deadline
+                    .expired(ctx, "its connection was closed, nothing was written"))
+            }
+        }
+    }
+
+    async fn copy_on(&self, conn: &mut sqlx::PgConnection, docs: &[Value]) -> Result<u64> {
         let ctx = self.ctx("insert_many");
         let statement = format!("COPY {} (doc) FROM STDIN", self.table);
-        let mut copy = pool
+        let mut copy = conn
             .copy_in_raw(&statement)
             .await
             .map_err(|e| map(ctx, e))?;

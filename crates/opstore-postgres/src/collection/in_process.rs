@@ -21,12 +21,12 @@ impl PgCollection {
                 let inner = PgCollection::new(self.schema, self.exec.clone(), self.dialect);
                 return work(inner).await;
             }
-            Exec::Pool(pool) => pool,
+            Exec::Pool(pooled) => pooled,
         };
-        let state = exec::begin_own(pool, self.ctx(op)).await?;
+        let state = exec::begin(pool, Isolation::ReadCommitted, self.ctx(op)).await?;
         let inner = PgCollection::new(self.schema, Exec::Tx(Arc::clone(&state)), self.dialect);
         let out = work(inner).await;
-        exec::end_own(&state, self.ctx(op), out.is_ok()).await?;
+        exec::end(&state, self.ctx(op), out.is_ok()).await?;
         out
     }
 
