@@ -41,24 +41,8 @@ macro_rules! exec {
     };
 }
 
-/// What an update applied in process matched, changed and left.
-struct Applied {
-    matched: u64,
-    modified: u64,
-    /// The documents after the update (changed or not), in key order.
-    docs: Vec<Value>,
-}
-
-/// One document's update, computed and checked, before it is written.
-struct Planned {
-    key: String,
-    /// The stored document the update was computed from.
-    old: Document,
-    /// The document to store, or `None` when the update changes nothing.
-    new: Option<Document>,
-    /// The updated document as the entity's JSON.
-    doc: Value,
-}
+mod in_process;
+mod insert_many;
 
 /// One entity collection, optionally bound to a transaction.
 pub(crate) struct MongoCollection {
@@ -240,116 +224,6 @@ impl MongoCollection {
         })
     }
 
-    /// Applies `update` to the documents `filter` matches the way the reference
-    /// does ([`Schema::apply_update_to`]): inside the bound transaction, or one
-    /// of its own when the server has transactions, so the documents read are
-    /// the ones written. Every new document is computed and checked before the
-    /// first write, so a refused update writes nothing.
-    async fn update_in_process(
-        &self,
-        filter: Document,
-        update: &Checked<Update>,
-        op: &str,
-    ) -> Result<Applied> {
-        if self.tx.is_some() || !self.ctx.replica_set {
-            return self.apply_in_process(filter, update, op).await;
-        }
-        let what = self.what_all(op);
-        crate::tx::atomically(&self.ctx, self.schema, &what, |c| {
-            let filter = filter.clone();
-            async move { c.apply_in_process(filter, update, op).await }
-        })
-        .await
-    }
-
-    async fn apply_in_process(
-        &self,
-        filter: Document,
-        update: &Checked<Update>,
-        op: &str,
-    ) -> Result<Applied> {
-        let mut options = FindOptions::default();
-        options.sort = Some(doc! { "_id": 1 });
-        options.max_time = Some(self.ctx.config.operation_timeout);
-        let found = self
-            .find_docs(filter.clone(), options)
-            .await
-            .map_err(|e| error::map(&self.what_all(op), e))?;
-        let mut planned = Vec::with_capacity(found.len());
-        for old in found {
-            planned.push(self.plan_write(old, update, op)?);
-        }
-        let mut applied = Applied {
-            matched: planned.len() as u64,
-            modified: 0,
-            docs: Vec::with_capacity(planned.len()),
-        };
-        for plan in planned {
-            match self.write_planned(&filter, plan, update, op).await? {
-                Some((doc, changed)) => {
-                    applied.modified += u64::from(changed);
-                    applied.docs.push(doc);
-                }
-                None => applied.matched -= 1,
-            }
-        }
-        Ok(applied)
-    }
-
-    /// The reference update of one stored document, checked against the schema
-    /// and encoded for storage, but not written.
-    fn plan_write(&self, old: Document, update: &Checked<Update>, op: &str) -> Result<Planned> {
-        let key = old.get_str("_id").unwrap_or_default().to_owned();
-        let mut doc = from_stored(old.clone());
-        let changed = self.schema.apply_update_to(&mut doc, update, false)?;
-        let new = if changed {
-            Some(to_stored(self.schema, &key, &doc, op)?)
-        } else {
-            None
-        };
-        Ok(Planned { key, old, new, doc })
-    }
-
-    /// Writes a planned document, guarded on the stored document it was computed
-    /// from. When that changed meanwhile (possible only without a transaction),
-    /// the update is applied again to what is stored, if it still matches.
-    /// Returns the document and whether it changed, or `None` when it no longer
-    /// matches.
-    async fn write_planned(
-        &self,
-        filter: &Document,
-        mut plan: Planned,
-        update: &Checked<Update>,
-        op: &str,
-    ) -> Result<Option<(Value, bool)>> {
-        for _ in 0..5 {
-            let Some(new) = &plan.new else {
-                return Ok(Some((plan.doc, false)));
-            };
-            let Some(write) = translate::write_back(&plan.old, new) else {
-                return Ok(Some((plan.doc, false)));
-            };
-            let guard = doc! {
-                "_id": &plan.key,
-                "$expr": { "$eq": ["$$ROOT", { "$literal": plan.old.clone() }] },
-            };
-            let r = exec!(self, self.coll.update_one(guard.clone(), write.clone()))
-                .map_err(|e| error::map_update(&self.what(op, &plan.key), e))?;
-            if r.matched_count > 0 {
-                return Ok(Some((from_stored(new.clone()), true)));
-            }
-            let current = and(filter.clone(), doc! { "_id": &plan.key });
-            let again = exec!(self, self.coll.find_one(current.clone()))
-                .map_err(|e| error::map(&self.what(op, &plan.key), e))?;
-            let Some(again) = again else { return Ok(None) };
-            plan = self.plan_write(again, update, op)?;
-        }
-        Err(StoreError::Conflict(format!(
-            "{}: the document kept changing under the update",
-            self.what(op, "")
-        )))
-    }
-
     /// Removes documents whose TTL passed but that the TTL monitor has not
     /// deleted yet, so their keys and unique values can be reused. Returns
     /// whether any was removed.
@@ -379,36 +253,6 @@ impl MongoCollection {
             self.what("insert", key)
         )))
     }
-
-    async fn insert_many_in(
-        &self,
-        session: &mut mongodb::ClientSession,
-        docs: &[Document],
-    ) -> mongodb::error::Result<()> {
-        self.coll
-            .insert_many(docs.to_vec())
-            .session(session)
-            .await
-            .map(drop)
-    }
-
-    /// Maps an `insert_many` failure, naming the document that broke the batch.
-    fn insert_many_error(&self, keys: &[String], e: mongodb::error::Error) -> StoreError {
-        let index = match e.kind.as_ref() {
-            mongodb::error::ErrorKind::InsertMany(m) => m
-                .write_errors
-                .as_ref()
-                .and_then(|ws| ws.first().map(|w| w.index)),
-            _ => None,
-        };
-        match index.and_then(|i| keys.get(i).map(|k| (i, k))) {
-            Some((i, key)) => error::map(
-                &format!("insert_many into `{}`: document #{i} `{key}`", self.name()),
-                e,
-            ),
-            None => error::map(&format!("insert_many into `{}`", self.name()), e),
-        }
-    }
 }
 
 #[async_trait]
@@ -427,87 +271,7 @@ impl Collection for MongoCollection {
     /// set), otherwise an ordered insert whose inserted prefix is deleted again
     /// when a later document fails.
     async fn insert_many(&self, docs: Vec<Value>) -> Result<u64> {
-        if docs.is_empty() {
-            return Ok(0);
-        }
-        let mut keys = Vec::with_capacity(docs.len());
-        let mut stored = Vec::with_capacity(docs.len());
-        for doc in &docs {
-            let key = self.key_of(doc)?;
-            stored.push(to_stored(self.schema, key, doc, "insert_many")?);
-            keys.push(key.to_owned());
-        }
-        let n = stored.len() as u64;
-        if let Some(tx) = &self.tx {
-            let mut session = tx.session.lock().await;
-            let r = self.insert_many_in(&mut session, &stored).await;
-            tx.note(&r);
-            return r.map(|()| n).map_err(|e| self.insert_many_error(&keys, e));
-        }
-        if self.ctx.replica_set {
-            let mut last = None;
-            for _ in 0..3 {
-                let mut session = self
-                    .ctx
-                    .client
-                    .start_session()
-                    .await
-                    .map_err(|e| error::map("insert_many: session", e))?;
-                session
-                    .start_transaction()
-                    .await
-                    .map_err(|e| error::map("insert_many: transaction", e))?;
-                let r = match self.insert_many_in(&mut session, &stored).await {
-                    Ok(()) => crate::tx::commit(&mut session).await,
-                    Err(e) => {
-                        let _ = session.abort_transaction().await;
-                        Err(e)
-                    }
-                };
-                match r {
-                    Ok(()) => return Ok(n),
-                    Err(e)
-                        if error::is_transient_tx(&e) && error::code(&e) != Some(DUPLICATE_KEY) =>
-                    {
-                        last = Some(e)
-                    }
-                    Err(e) => return Err(self.insert_many_error(&keys, e)),
-                }
-            }
-            let e = last.map_or_else(
-                || {
-                    StoreError::Conflict(format!(
-                        "insert_many into `{}`: retries exhausted",
-                        self.name()
-                    ))
-                },
-                |e| self.insert_many_error(&keys, e),
-            );
-            return Err(e);
-        }
-        match self.coll.insert_many(stored).await {
-            Ok(_) => Ok(n),
-            Err(e) => {
-                let failed = match e.kind.as_ref() {
-                    mongodb::error::ErrorKind::InsertMany(m) => m
-                        .write_errors
-                        .as_ref()
-                        .and_then(|ws| ws.first().map(|w| w.index)),
-                    _ => None,
-                };
-                let written = failed.unwrap_or(keys.len()).min(keys.len());
-                if written > 0 {
-                    let ids: Vec<&str> = keys[..written].iter().map(String::as_str).collect();
-                    self.coll
-                        .delete_many(doc! { "_id": { "$in": ids } })
-                        .await
-                        .map_err(|d| {
-                            error::map(&format!("insert_many into `{}`: undo", self.name()), d)
-                        })?;
-                }
-                Err(self.insert_many_error(&keys, e))
-            }
-        }
+        self.insert_many_docs(docs).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
