@@ -108,6 +108,9 @@ mod pg {
                     .indexed()
                     .optional(),
             )
+            // Nobody watches a job queue; its claims and acknowledgements stay
+            // out of the changelog.
+            .without_change_feed()
             .build()
     });
 

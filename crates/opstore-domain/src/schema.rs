@@ -246,6 +246,8 @@ pub struct Schema {
     fields: Vec<Field>,
     ttl: Option<Ttl>,
     default_sort: Vec<SortKey>,
+    /// False when the collection's writes are kept out of the change feed.
+    change_feed: bool,
     /// The declared fields as a tree of path segments, built once by
     /// [`SchemaBuilder::build`] so that checking a document walks it once instead of
     /// splitting and resolving every declared path.
@@ -404,6 +406,7 @@ impl Schema {
                 fields: vec![Field::new(key, FieldType::String)],
                 ttl: None,
                 default_sort: Vec::new(),
+                change_feed: true,
                 tree: None,
             },
         }
@@ -436,6 +439,11 @@ impl Schema {
     /// Sort applied when a query names none (the key breaks remaining ties).
     pub fn default_sort(&self) -> &[SortKey] {
         &self.default_sort
+    }
+    /// Whether the collection's writes reach the change feed (true unless the
+    /// schema was built with [`SchemaBuilder::without_change_feed`]).
+    pub fn has_change_feed(&self) -> bool {
+        self.change_feed
     }
     /// Declared field at exactly `path`.
     pub fn field(&self, path: &str) -> Option<&Field> {
@@ -651,6 +659,16 @@ impl SchemaBuilder {
             path: path.to_owned(),
             dir,
         });
+        self
+    }
+
+    /// Keeps the collection's writes out of the change feed: watching it is a
+    /// `Validation` error on every backend. For collections nobody watches and
+    /// that are written often, such as job queues: on backends whose feed is a
+    /// changelog written with each change (PostgreSQL, SQLite), every write then
+    /// costs one row and no changelog row; on the others it only forbids watching.
+    pub fn without_change_feed(mut self) -> Self {
+        self.schema.change_feed = false;
         self
     }
 

@@ -228,6 +228,7 @@ struct WatchState {
 #[async_trait]
 impl ChangeFeed for MemoryFeed {
     async fn watch(&self, request: WatchRequest) -> Result<ChangeStream> {
+        request.check_watchable()?;
         let filter = match &request.filter {
             Some(f) => Some(request.schema.check_filter(f)?.into_inner()),
             None => None,

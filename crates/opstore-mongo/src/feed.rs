@@ -178,6 +178,7 @@ fn to_event(
 #[async_trait]
 impl ChangeFeed for MongoFeed {
     async fn watch(&self, request: WatchRequest) -> Result<ChangeStream> {
+        request.check_watchable()?;
         let schema = request.schema;
         let name = schema.name().to_owned();
         if !self.ctx.replica_set {

@@ -223,6 +223,7 @@ fn expired(collection: &str, pos: Position) -> StoreError {
 #[async_trait]
 impl ChangeFeed for PgFeed {
     async fn watch(&self, request: WatchRequest) -> Result<ChangeStream> {
+        request.check_watchable()?;
         let schema = request.schema;
         let filter = request
             .filter

@@ -142,6 +142,12 @@ pub fn entity_ddl(schema: &Schema) -> String {
         ("DELETE", "opstore_feed_del", "OLD TABLE AS old_rows"),
     ] {
         let trigger = quote(&index_name(table, event, "feed").to_lowercase());
+        // A collection kept out of the feed has no triggers, so its writes cost
+        // one row each; dropping them also covers a table migrated before.
+        if !schema.has_change_feed() {
+            sql.push_str(&format!("DROP TRIGGER IF EXISTS {trigger} ON {t};\n"));
+            continue;
+        }
         sql.push_str(&format!(
             "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {t} REFERENCING {rows} FOR EACH STATEMENT EXECUTE FUNCTION {func}('{key_arg}');\n"
         ));
@@ -392,6 +398,14 @@ mod tests {
                 ty: FieldType::String
             })
         );
+    }
+
+    #[test]
+    fn collections_without_change_feed_get_no_feed_triggers() {
+        let s = Schema::builder("queue", "id").without_change_feed().build();
+        let ddl = entity_ddl(&s);
+        assert!(!ddl.contains("CREATE OR REPLACE TRIGGER"), "{ddl}");
+        assert_eq!(ddl.matches("DROP TRIGGER IF EXISTS").count(), 3, "{ddl}");
     }
 
     #[test]

@@ -113,9 +113,8 @@ pub fn ddl(options: &DdlOptions, schemas: &[&'static Schema]) -> Vec<DdlStep> {
     });
     for schema in schemas {
         let layout = TableLayout::new(ks, schema);
-        let cdc_ttl_secs = options
-            .flavour
-            .has_cdc_log()
+        // A collection kept out of the feed pays no CDC log writes.
+        let cdc_ttl_secs = (options.flavour.has_cdc_log() && schema.has_change_feed())
             .then_some(options.cdc_ttl_secs);
         steps.push(entity_table(&layout, cdc_ttl_secs));
         for field in schema.indexed_fields() {

@@ -295,6 +295,7 @@ impl ScyllaFeed {
 #[async_trait]
 impl ChangeFeed for ScyllaFeed {
     async fn watch(&self, request: WatchRequest) -> Result<ChangeStream> {
+        request.check_watchable()?;
         if !self.exec.flavour.has_cdc_log() {
             return Err(StoreError::Unsupported(format!(
                 "watch `{}` on {}: capability change_feed is missing (Cassandra's CDC writes \

@@ -111,6 +111,7 @@ pub(crate) struct SqliteFeed {
 #[async_trait]
 impl ChangeFeed for SqliteFeed {
     async fn watch(&self, request: WatchRequest) -> Result<ChangeStream> {
+        request.check_watchable()?;
         let schema = request.schema;
         let filter = request
             .filter

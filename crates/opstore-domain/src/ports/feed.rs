@@ -116,6 +116,21 @@ pub struct WatchRequest {
     pub filter: Option<Filter>,
 }
 
+impl WatchRequest {
+    /// `Validation` error when the collection is declared without a change feed
+    /// ([`SchemaBuilder::without_change_feed`](crate::SchemaBuilder::without_change_feed));
+    /// every adapter's `watch` calls it first.
+    pub fn check_watchable(&self) -> Result<()> {
+        if self.schema.has_change_feed() {
+            return Ok(());
+        }
+        Err(StoreError::Validation(format!(
+            "collection `{}` is declared without a change feed and cannot be watched",
+            self.schema.name()
+        )))
+    }
+}
+
 /// Stream of change events. Ends only with an error or when dropped.
 pub type ChangeStream = BoxStream<'static, Result<ChangeEvent>>;
 
@@ -124,7 +139,8 @@ pub type ChangeStream = BoxStream<'static, Result<ChangeEvent>>;
 /// Contract: delivery is at-least-once and in commit order per collection; no
 /// committed change is skipped; a stream resumed with a token delivers nothing at
 /// or before it; a token older than the retained history gives
-/// `ResumeTokenExpired` (from `watch` or as the stream's first item).
+/// `ResumeTokenExpired` (from `watch` or as the stream's first item). Watching a
+/// collection declared without a change feed is a `Validation` error.
 ///
 /// Watch from the beginning, remember the token of the last event handled, and
 /// resume after it (a processor saves that token in a [`CheckpointStore`]):

@@ -49,6 +49,9 @@ impl SqliteCollection {
 
     /// Appends changes to the changelog, in the same transaction as the data.
     async fn log(&self, w: &mut Writer, changes: &[(ChangeOp, &str, Option<&str>)]) -> Result<()> {
+        if !self.schema.has_change_feed() {
+            return Ok(());
+        }
         for chunk in changes.chunks(CHUNK) {
             let mut sql = Sql::new();
             let c = sql.bind(Bind::Text(self.schema.name().to_owned()));
@@ -313,7 +316,7 @@ impl SqliteCollection {
             .map(|r| r.try_get::<String, _>(0))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| decode("a key", e))?;
-        if !keys.is_empty() {
+        if !keys.is_empty() && self.schema.has_change_feed() {
             // The changelog rows are copied from the table in SQL, in key order,
             // rather than sent back from here.
             let mut sql = Sql::new();

@@ -441,3 +441,60 @@ pub async fn feed_omits_rolled_back_writes(h: &impl Harness) {
     repo.insert(&item("real").build()).await.unwrap();
     assert_eq!(next_event(&mut stream).await.key, "real");
 }
+
+/// A collection kept out of the change feed, as job queues are.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct QueueEntry {
+    id: String,
+    state: String,
+}
+
+static QUEUE_ENTRY: std::sync::LazyLock<opstore_domain::Schema> = std::sync::LazyLock::new(|| {
+    opstore_domain::Schema::builder("queue_entries", "id")
+        .field(opstore_domain::Field::new("state", opstore_domain::FieldType::String).indexed())
+        .without_change_feed()
+        .build()
+});
+
+impl Entity for QueueEntry {
+    fn schema() -> &'static opstore_domain::Schema {
+        &QUEUE_ENTRY
+    }
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// A collection declared without a change feed takes every write, and watching
+/// it is a `Validation` error, whether or not the backend has a change feed.
+pub async fn feed_collection_without_feed_cannot_be_watched(h: &impl Harness) {
+    let store = h.store().await;
+    store.migrate(&[QueueEntry::schema()]).await.unwrap();
+    let repo = store.repository::<QueueEntry>().unwrap();
+    let entry = |id: &str| QueueEntry {
+        id: id.into(),
+        state: "pending".into(),
+    };
+    repo.insert(&entry("a")).await.unwrap();
+    repo.insert_many(&[entry("b"), entry("c")]).await.unwrap();
+    let claimed = repo
+        .update_many(
+            &Filter::eq("state", "pending"),
+            &Update::new().set("state", "done"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.modified, 3);
+    assert!(repo.delete("a").await.unwrap());
+    assert_eq!(repo.count(&Filter::eq("state", "done")).await.unwrap(), 2);
+    let watch = store
+        .change_feed()
+        .watch(WatchRequest {
+            schema: QueueEntry::schema(),
+            start: StartAt::Beginning,
+            filter: None,
+        })
+        .await;
+    let err = watch.map(drop).unwrap_err();
+    assert!(err.is_validation(), "{err:?}");
+}

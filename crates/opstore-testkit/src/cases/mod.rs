@@ -229,6 +229,7 @@ macro_rules! __all_cases {
         $crate::__conformance_test!($h, feed::feed_token_text_round_trips);
         $crate::__conformance_test!($h, feed::feed_malformed_token_text_is_validation);
         $crate::__conformance_test!($h, feed::feed_omits_rolled_back_writes);
+        $crate::__conformance_test!($h, feed::feed_collection_without_feed_cannot_be_watched);
         $crate::__conformance_test!($h, lease::lease_acquire_free_name_grants_it);
         $crate::__conformance_test!($h, lease::lease_expiry_is_ttl_after_grant);
         $crate::__conformance_test!($h, lease::lease_is_exclusive_while_live);
