@@ -104,6 +104,10 @@ impl AckCount {
 
 /// The queue primitives over one job collection.
 ///
+/// Declare the job collection's schema `without_change_feed` unless something
+/// watches it: on PostgreSQL and SQLite every claim and acknowledgement then
+/// writes its rows and no changelog rows.
+///
 /// A claim that lapses is requeued and may be taken by another worker; the first
 /// worker's acknowledgement then carries a stale claim token and is rejected:
 ///
