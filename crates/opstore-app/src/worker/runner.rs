@@ -256,8 +256,39 @@ impl<T: Entity> JobWorker<T> {
     }
 }
 
-/// The claimer: takes a batch, hands its jobs to handlers as concurrency
-/// allows, then takes the next. Returns after every handler it started ended.
+/// A claimed job waiting for a handler slot, with the signal that stops its work.
+type Started<T> = (T, Claim, CancellationToken);
+
+/// Claims a batch and records its jobs as outstanding, so their claims are
+/// extended from the moment they are held.
+async fn claim_batch<T: Entity>(
+    queue: &JobQueue<T>,
+    config: &JobWorkerConfig,
+    outstanding: &Outstanding,
+) -> Result<Vec<Started<T>>> {
+    let batch = queue
+        .claim(&config.owner, config.batch_size.get(), config.claim_ttl)
+        .await?;
+    let mut out = locked(outstanding);
+    Ok(batch
+        .jobs
+        .into_iter()
+        .map(|job| {
+            let claim = Claim {
+                key: job.key(),
+                token: batch.token.clone(),
+            };
+            let lost = CancellationToken::new();
+            out.insert(claim.clone(), lost.clone());
+            (job, claim, lost)
+        })
+        .collect())
+}
+
+/// The claimer: takes a batch, starts claiming the next one, and hands the
+/// jobs to handlers as concurrency allows, so handlers do not sit idle while a
+/// claim is in flight. Returns after every handler it started ended and the
+/// batch claimed ahead, if any, is back in the queue.
 async fn claim_loop<T, H, Fut>(
     queue: &JobQueue<T>,
     config: &JobWorkerConfig,
@@ -274,6 +305,12 @@ where
 {
     let slots = Arc::new(Semaphore::new(config.concurrency.get()));
     let mut running = JoinSet::new();
+    // At most one claim runs ahead; a set, so it is aborted if the run is dropped.
+    let mut ahead: JoinSet<Result<Vec<Started<T>>>> = JoinSet::new();
+    let claim_ahead = |ahead: &mut JoinSet<Result<Vec<Started<T>>>>| {
+        let (queue, config, outstanding) = (queue.clone(), config.clone(), Arc::clone(outstanding));
+        ahead.spawn(async move { claim_batch(&queue, &config, &outstanding).await });
+    };
     let mut last_requeue: Option<tokio::time::Instant> = None;
     let result = async {
         while !stop.is_cancelled() {
@@ -283,29 +320,20 @@ where
                     last_requeue = Some(tokio::time::Instant::now());
                 }
             }
-            let batch = queue
-                .claim(&config.owner, config.batch_size.get(), config.claim_ttl)
-                .await?;
-            if batch.jobs.is_empty() {
+            let jobs = match ahead.join_next().await {
+                Some(joined) => joined.map_err(|e| claim_task_failed(config, e))??,
+                None => claim_batch(queue, config, outstanding).await?,
+            };
+            if jobs.is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = tokio::time::sleep(config.idle_poll) => {}
                 }
                 continue;
             }
-            stats.claimed += batch.jobs.len() as u64;
-            let mut jobs = Vec::with_capacity(batch.jobs.len());
-            {
-                let mut out = locked(outstanding);
-                for job in batch.jobs {
-                    let claim = Claim {
-                        key: job.key(),
-                        token: batch.token.clone(),
-                    };
-                    let lost = CancellationToken::new();
-                    out.insert(claim.clone(), lost.clone());
-                    jobs.push((job, claim, lost));
-                }
+            stats.claimed += jobs.len() as u64;
+            if !stop.is_cancelled() {
+                claim_ahead(&mut ahead);
             }
             let mut pending = jobs.into_iter();
             while let Some((job, claim, lost)) = pending.next() {
@@ -345,12 +373,40 @@ where
         Ok(())
     }
     .await;
+    // The batch claimed ahead was never started: it goes back to the queue.
+    let returned = match ahead.join_next().await {
+        Some(Ok(Ok(jobs))) if !jobs.is_empty() => {
+            stats.claimed += jobs.len() as u64;
+            let rest: Vec<Claim> = jobs.into_iter().map(|(_, c, _)| c).collect();
+            release(queue, outstanding, &rest).await.map(|n| n.acked)
+        }
+        Some(Ok(Err(e))) => {
+            tracing::warn!(owner = %config.owner, error = %e, "claiming ahead failed");
+            Ok(0)
+        }
+        Some(Err(e)) => Err(claim_task_failed(config, e)),
+        _ => Ok(0),
+    };
     while let Some(joined) = running.join_next().await {
         if let Err(e) = joined {
             tracing::warn!(error = %e, "job handler panicked or was cancelled");
         }
     }
-    result
+    if let Ok(n) = returned {
+        stats.released += n;
+    }
+    result?;
+    returned.map(drop)
+}
+
+fn claim_task_failed(config: &JobWorkerConfig, e: tokio::task::JoinError) -> StoreError {
+    StoreError::Backend {
+        message: format!(
+            "job worker `{}`: the task claiming ahead failed",
+            config.owner
+        ),
+        source: Some(Box::new(e)),
+    }
 }
 
 async fn release<T: Entity>(
