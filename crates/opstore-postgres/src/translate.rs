@@ -406,21 +406,37 @@ impl Translator<'_> {
         inserting: bool,
     ) -> Result<String> {
         let mut expr = base.to_owned();
+        // Consecutive top-level sets share one `jsonb_build_object`, since every
+        // `||` rewrites the whole document (paths never repeat: the check
+        // refuses conflicting paths).
+        let mut pairs: Vec<String> = Vec::new();
+        let flush = |expr: &mut String, pairs: &mut Vec<String>| {
+            if !pairs.is_empty() {
+                *expr = format!("({expr} || jsonb_build_object({}))", pairs.join(", "));
+                pairs.clear();
+            }
+        };
         for op in &update.ops {
             let path = op.path();
             self.schema.resolve(path)?;
             let top = !path.contains('.');
+            if let UpdateOp::SetOnInsert(..) = op {
+                if !inserting {
+                    continue;
+                }
+            }
+            if let (true, UpdateOp::Set(_, v) | UpdateOp::SetOnInsert(_, v)) = (top, op) {
+                let v = self.sql.bind(Bind::Json(self.stored_value(path, v)));
+                let k = self.sql.bind(Bind::Text(path.to_owned()));
+                pairs.push(format!("{k}::text, {v}::jsonb"));
+                continue;
+            }
+            flush(&mut expr, &mut pairs);
             expr = match op {
-                UpdateOp::SetOnInsert(..) if !inserting => continue,
                 UpdateOp::Set(_, v) | UpdateOp::SetOnInsert(_, v) => {
                     let v = self.sql.bind(Bind::Json(self.stored_value(path, v)));
-                    if top {
-                        let k = self.sql.bind(Bind::Text(path.to_owned()));
-                        format!("({expr} || jsonb_build_object({k}::text, {v}::jsonb))")
-                    } else {
-                        let p = self.path_array(path);
-                        format!("opstore_set({expr}, {p}, {v}::jsonb)")
-                    }
+                    let p = self.path_array(path);
+                    format!("opstore_set({expr}, {p}, {v}::jsonb)")
                 }
                 UpdateOp::Unset(_) => {
                     if top {
@@ -461,6 +477,7 @@ impl Translator<'_> {
                 }
             };
         }
+        flush(&mut expr, &mut pairs);
         Ok(expr)
     }
 
@@ -692,6 +709,31 @@ mod tests {
         assert_eq!(
             e,
             "opstore_unset(opstore_push(opstore_set((doc || jsonb_build_object($2::text, $1::jsonb)), $3::text[], to_jsonb(coalesce(opstore_get(doc, $4::text[])::bigint, 0) + $5::bigint)), $6::text[], $7::jsonb, true), $8::text[])"
+        );
+    }
+
+    #[test]
+    fn consecutive_top_level_sets_share_one_object() {
+        let mut sql = Sql::new();
+        let u = S
+            .check_update(
+                &Update::new()
+                    .set("name", "b")
+                    .unset("meta")
+                    .set("n", 3)
+                    .set("tags", vec!["t"]),
+            )
+            .unwrap();
+        let e = Translator {
+            schema: &S,
+            dialect: Dialect { icu: false },
+            sql: &mut sql,
+        }
+        .update(&u, "doc", false)
+        .unwrap();
+        assert_eq!(
+            e,
+            "(((doc || jsonb_build_object($2::text, $1::jsonb)) - $3::text) || jsonb_build_object($5::text, $4::jsonb, $7::text, $6::jsonb))"
         );
     }
 
