@@ -482,9 +482,9 @@ impl Translator<'_> {
     }
 
     /// A condition that holds exactly when `new` (built by [`Self::update`] over
-    /// `base`) differs from `base`. An update that only sets distinct top-level
-    /// fields compares just those fields, instead of building the new document
-    /// a second time and comparing whole documents.
+    /// `base`) differs from `base`. An update that only sets and unsets
+    /// top-level fields compares just those fields, instead of building the new
+    /// document a second time and comparing whole documents.
     pub(crate) fn changes(
         &mut self,
         update: &Checked<Update>,
@@ -492,6 +492,7 @@ impl Translator<'_> {
         new: &str,
     ) -> Result<String> {
         let mut sets = Vec::new();
+        let mut unsets = Vec::new();
         for op in &update.ops {
             match op {
                 UpdateOp::SetOnInsert(..) => {}
@@ -500,17 +501,25 @@ impl Translator<'_> {
                 {
                     sets.push((path.clone(), self.stored_value(path, v)));
                 }
+                // Paths never repeat (the check refuses conflicting ones), so
+                // removing a top-level field changes the document exactly when
+                // the field is there.
+                UpdateOp::Unset(path) if !path.contains('.') => unsets.push(path.clone()),
                 _ => return Ok(format!("{new} IS DISTINCT FROM {base}")),
             }
         }
-        if sets.is_empty() {
+        if sets.is_empty() && unsets.is_empty() {
             return Ok("false".to_owned());
         }
-        let mut terms = Vec::with_capacity(sets.len());
+        let mut terms = Vec::with_capacity(sets.len() + unsets.len());
         for (path, v) in sets {
             let k = self.sql.bind(Bind::Text(path));
             let v = self.sql.bind(Bind::Json(v));
             terms.push(format!("({base} -> {k}::text) IS DISTINCT FROM {v}::jsonb"));
+        }
+        for path in unsets {
+            let k = self.sql.bind(Bind::Text(path));
+            terms.push(format!("({base} ? {k}::text)"));
         }
         Ok(format!("({})", terms.join(" OR ")))
     }
@@ -681,6 +690,14 @@ mod tests {
         assert_eq!(
             changed,
             "((doc -> $5::text) IS DISTINCT FROM $6::jsonb OR (doc -> $7::text) IS DISTINCT FROM $8::jsonb)"
+        );
+        let unset = S
+            .check_update(&Update::new().set("name", "b").unset("meta"))
+            .unwrap();
+        let changed = tr.changes(&unset, "doc", "NEW").unwrap();
+        assert_eq!(
+            changed,
+            "((doc -> $9::text) IS DISTINCT FROM $10::jsonb OR (doc ? $11::text))"
         );
         let nested = S.check_update(&Update::new().set("meta.x", 1)).unwrap();
         let changed = tr.changes(&nested, "doc", "NEW").unwrap();
