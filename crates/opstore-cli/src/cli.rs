@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::output::OutputFormat;
 
 /// opstore: one storage API for operations-automation services, on memory,
-/// PostgreSQL, MongoDB or ScyllaDB.
+/// SQLite, PostgreSQL, MongoDB or ScyllaDB.
 #[derive(Debug, Parser)]
 #[command(name = "opstore", version, propagate_version = true)]
 pub struct Cli {
