@@ -73,14 +73,9 @@ struct Outage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_workload_loses_nothing_committed() {
-    let Some((bindir, runas)) = PgCluster::bindir_from_env() else {
+    let Some(cluster) = PgCluster::start_plain().await else {
         return;
     };
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(move || PgCluster::start(&bindir, &runas, None))
-            .await
-            .unwrap(),
-    );
     let mut config = PgConfig::from_url(cluster.url(""));
     config.max_connections = 6;
     config.acquire_timeout = Duration::from_secs(2);

@@ -11,6 +11,7 @@ use std::fs;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bounds every wait for something that must happen (a server starting, an
@@ -125,6 +126,17 @@ impl PgCluster {
         // Empty means "already unprivileged, run directly".
         let runas = std::env::var("OPSTORE_TEST_PG_RUNAS").unwrap_or_default();
         Some((bindir, runas))
+    }
+
+    /// Creates and starts a cluster without TLS on a blocking thread, so the
+    /// test's runtime keeps serving; `None` (after the SKIP report) when the run
+    /// exports no PostgreSQL binaries.
+    pub async fn start_plain() -> Option<Arc<PgCluster>> {
+        let (bindir, runas) = Self::bindir_from_env()?;
+        let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&bindir, &runas, None))
+            .await
+            .expect("the task starting PostgreSQL");
+        Some(Arc::new(cluster))
     }
 
     /// Creates and starts a cluster, with TLS when `tls` is given.
