@@ -342,6 +342,9 @@ where
                 let permit = tokio::select! {
                     biased;
                     _ = stop.cancelled() => {
+                        // A claim still running ahead could take the jobs put
+                        // back here; settle it first.
+                        settle_ahead(&mut ahead, queue, config, outstanding, stats).await?;
                         let rest: Vec<Claim> = std::iter::once(claim)
                             .chain(pending.map(|(_, c, _)| c))
                             .collect();
@@ -374,29 +377,39 @@ where
     }
     .await;
     // The batch claimed ahead was never started: it goes back to the queue.
-    let returned = match ahead.join_next().await {
-        Some(Ok(Ok(jobs))) if !jobs.is_empty() => {
-            stats.claimed += jobs.len() as u64;
-            let rest: Vec<Claim> = jobs.into_iter().map(|(_, c, _)| c).collect();
-            release(queue, outstanding, &rest).await.map(|n| n.acked)
-        }
-        Some(Ok(Err(e))) => {
-            tracing::warn!(owner = %config.owner, error = %e, "claiming ahead failed");
-            Ok(0)
-        }
-        Some(Err(e)) => Err(claim_task_failed(config, e)),
-        _ => Ok(0),
-    };
+    let returned = settle_ahead(&mut ahead, queue, config, outstanding, stats).await;
     while let Some(joined) = running.join_next().await {
         if let Err(e) = joined {
             tracing::warn!(error = %e, "job handler panicked or was cancelled");
         }
     }
-    if let Ok(n) = returned {
-        stats.released += n;
-    }
     result?;
-    returned.map(drop)
+    returned
+}
+
+/// Waits for the claim running ahead, if any, and puts the jobs it took back in
+/// the queue: they were never started.
+async fn settle_ahead<T: Entity>(
+    ahead: &mut JoinSet<Result<Vec<Started<T>>>>,
+    queue: &JobQueue<T>,
+    config: &JobWorkerConfig,
+    outstanding: &Outstanding,
+    stats: &mut WorkerStats,
+) -> Result<()> {
+    match ahead.join_next().await {
+        Some(Ok(Ok(jobs))) if !jobs.is_empty() => {
+            stats.claimed += jobs.len() as u64;
+            let rest: Vec<Claim> = jobs.into_iter().map(|(_, c, _)| c).collect();
+            stats.released += release(queue, outstanding, &rest).await?.acked;
+            Ok(())
+        }
+        Some(Ok(Err(e))) => {
+            tracing::warn!(owner = %config.owner, error = %e, "claiming ahead failed");
+            Ok(())
+        }
+        Some(Err(e)) => Err(claim_task_failed(config, e)),
+        _ => Ok(()),
+    }
 }
 
 fn claim_task_failed(config: &JobWorkerConfig, e: tokio::task::JoinError) -> StoreError {
