@@ -11,7 +11,7 @@ use std::time::Duration;
 use opstore_domain::{Isolation, Result, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{AssertSqlSafe, PgPool, Postgres};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres};
 
 use crate::error::{Ctx, is_retryable, map, pool_timeout};
 use crate::translate::{Bind, Sql};
@@ -75,15 +75,40 @@ pub(crate) struct Pooled {
 }
 
 impl Pooled {
-    /// A connection of the pool. When none comes within the acquire timeout, the
-    /// error says whether the pool was busy or the server unreachable.
+    /// A connection of the pool.
     pub(crate) async fn acquire(&self, ctx: Ctx<'_>) -> Result<PoolConnection<Postgres>> {
         match self.pool.acquire().await {
             Ok(conn) => Ok(conn),
-            Err(sqlx::Error::PoolTimedOut) => {
-                Err(pool_timeout(ctx, &self.pool.connect_options()).await)
+            Err(e) => Err(self.error(ctx, e).await),
+        }
+    }
+
+    /// Runs `work` on a connection of the pool within the call timeout. A
+    /// connection the limit cuts off mid-call is closed, never handed to another
+    /// caller; `after` says so in the error.
+    pub(crate) async fn on_conn<T>(
+        &self,
+        ctx: Ctx<'_>,
+        after: &str,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.acquire(ctx).await?;
+        match self.deadline.within(work(&mut conn)).await {
+            Some(out) => out,
+            None => {
+                conn.close_on_drop();
+                Err(self.deadline.expired(ctx, after))
             }
-            Err(e) => Err(map(ctx, e)),
+        }
+    }
+
+    /// A driver error of a call on the pool. When no connection came within the
+    /// acquire timeout, it says whether the pool was busy or the server
+    /// unreachable.
+    async fn error(&self, ctx: Ctx<'_>, e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::PoolTimedOut => pool_timeout(ctx, &self.pool.connect_options()).await,
+            e => map(ctx, e),
         }
     }
 }
@@ -109,15 +134,11 @@ macro_rules! run {
         let q = build($sql);
         match $self {
             Exec::Pool(pooled) => {
-                let mut conn = pooled.acquire($ctx).await?;
-                match pooled.deadline.within(q.$method(&mut *conn)).await {
-                    Some(out) => out.map_err(|e| map($ctx, e)),
-                    None => {
-                        // The connection is mid-statement: it must not serve anyone else.
-                        conn.close_on_drop();
-                        Err(pooled.deadline.expired($ctx, "its connection was closed"))
-                    }
-                }
+                pooled
+                    .on_conn($ctx, "its connection was closed", async |conn| {
+                        q.$method(conn).await.map_err(|e| map($ctx, e))
+                    })
+                    .await
             }
             Exec::Tx(state) => {
                 let mut guard = state.conn.lock().await;
@@ -194,10 +215,7 @@ pub(crate) async fn begin(
     })?;
     let tx = match begun {
         Ok(tx) => tx,
-        Err(sqlx::Error::PoolTimedOut) => {
-            return Err(pool_timeout(ctx, &pooled.pool.connect_options()).await);
-        }
-        Err(e) => return Err(map(ctx, e)),
+        Err(e) => return Err(pooled.error(ctx, e).await),
     };
     Ok(Arc::new(TxState {
         conn: tokio::sync::Mutex::new(Some(tx)),

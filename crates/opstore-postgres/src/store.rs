@@ -91,10 +91,10 @@ impl PgStore {
         let probe =
             sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')")
                 .fetch_one(&pool);
-        let Some(icu) = Deadline(config.call_timeout).within(probe).await else {
+        let deadline = Deadline(config.call_timeout);
+        let Some(icu) = deadline.within(probe).await else {
             let target = config.redacted_url();
-            return Err(Deadline(config.call_timeout)
-                .expired(Ctx::new("connect", &target), "the store was not opened"));
+            return Err(deadline.expired(Ctx::new("connect", &target), "the store was not opened"));
         };
         let icu = icu
             .and_then(|r| r.try_get::<bool, _>(0))

@@ -18,17 +18,12 @@ impl PgCollection {
     /// The whole copy is one call for the call timeout; when it runs out, the
     /// connection is closed mid-copy and the server discards the rows.
     pub(super) async fn copy_many(&self, pooled: &Pooled, docs: &[Value]) -> Result<u64> {
-        let ctx = self.ctx("insert_many");
-        let mut conn = pooled.acquire(ctx).await?;
-        match pooled.deadline.within(self.copy_on(&mut conn, docs)).await {
-            Some(out) => out,
-            None => {
-                conn.close_on_drop();
-                Err(pooled
-                    .deadline
-                    .expired(ctx, "its connection was closed, nothing was written"))
-            }
-        }
+        let after = "its connection was closed, nothing was written";
+        pooled
+            .on_conn(self.ctx("insert_many"), after, async |conn| {
+                self.copy_on(conn, docs).await
+            })
+            .await
     }
 
     async fn copy_on(&self, conn: &mut sqlx::PgConnection, docs: &[Value]) -> Result<u64> {
