@@ -188,6 +188,30 @@ async fn claims_take_due_jobs_oldest_first_and_never_twice(store: Arc<dyn Store>
     let done = fx.with_status("done").await;
     assert_eq!(done.len(), 2);
     assert!(done.iter().all(|j| j.claimed_until.is_none()));
+
+    // Finishing ended the claim: a repeated outcome for it is rejected.
+    let again = queue.ack(&claims(&first.token, &first.jobs)).await.unwrap();
+    assert_eq!((again.acked, again.rejected), (0, 2));
+    let again = queue
+        .nack(&claims(&first.token, &first.jobs))
+        .await
+        .unwrap();
+    assert_eq!((again.acked, again.rejected), (0, 2));
+    assert_eq!(fx.with_status("done").await.len(), 2);
+    let failed = queue
+        .nack(&claims(&second.token, &second.jobs[..1]))
+        .await
+        .unwrap();
+    assert_eq!((failed.acked, failed.rejected), (1, 0));
+    let late = queue
+        .ack(&claims(&second.token, &second.jobs[..1]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (late.acked, late.rejected),
+        (0, 1),
+        "acknowledged after it failed"
+    );
 }
 
 impl Fixture {

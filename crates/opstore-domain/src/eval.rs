@@ -10,6 +10,10 @@ use serde_json::{Map, Number, Value};
 
 use crate::query::{Agg, Filter, SortDir, SortKey, Update, UpdateOp};
 
+mod removal;
+
+pub use removal::removes_a_matched_field;
+
 /// The value at a dotted path; `None` when absent or null.
 pub fn get_path<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
     // A byte scan rather than `split('.')`: paths are short and this runs for

@@ -381,12 +381,20 @@ impl Collection for PgCollection {
         let mut sql = Sql::new();
         let w = self.where_clause(&mut sql, &filter)?;
         let new = self.tr(&mut sql).update(&update, "doc", false)?;
-        let changed = self.tr(&mut sql).changes(&update, "doc", &new)?;
         let t = &self.table;
-        sql.push(&format!(
-            "WITH upd AS (UPDATE {t} SET doc = {new} WHERE {w} AND {changed} RETURNING 1) \
-             SELECT (SELECT count(*) FROM {t} WHERE {w}), (SELECT count(*) FROM upd)"
-        ));
+        if eval::removes_a_matched_field(&filter, &update) {
+            // Every matched document changes, so one scan counts both.
+            sql.push(&format!(
+                "WITH upd AS (UPDATE {t} SET doc = {new} WHERE {w} RETURNING 1) \
+                 SELECT count(*), count(*) FROM upd"
+            ));
+        } else {
+            let changed = self.tr(&mut sql).changes(&update, "doc", &new)?;
+            sql.push(&format!(
+                "WITH upd AS (UPDATE {t} SET doc = {new} WHERE {w} AND {changed} RETURNING 1) \
+                 SELECT (SELECT count(*) FROM {t} WHERE {w}), (SELECT count(*) FROM upd)"
+            ));
+        }
         let row = self
             .exec
             .fetch_one(self.ctx("update_many"), sql)

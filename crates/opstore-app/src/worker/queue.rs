@@ -280,7 +280,10 @@ impl<T: Entity> JobQueue<T> {
         Ok(ClaimedBatch { token, jobs })
     }
 
-    /// Jobs among `claims` still held under their claim.
+    /// Jobs among `claims` still held under their claim: carrying its token and
+    /// not yet finished (finishing a job ends its claim by removing
+    /// `claimed_until`, so a second acknowledgement of the same claim is
+    /// rejected, and adapters know every held job changes).
     fn held(&self, claims: &[Claim]) -> Filter {
         let mut by_token: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for c in claims {
@@ -290,6 +293,7 @@ impl<T: Entity> JobQueue<T> {
         Filter::any_of(by_token.into_iter().map(|(token, keys)| {
             Filter::is_in(key, keys).and(Filter::eq(&self.fields.claim_token, token))
         }))
+        .and(Filter::exists(&self.fields.claimed_until))
     }
 
     fn counted(submitted: usize, matched: u64) -> AckCount {

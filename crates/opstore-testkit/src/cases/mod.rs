@@ -149,6 +149,7 @@ macro_rules! __all_cases {
         $crate::__conformance_test!($h, update::update_with_equal_values_modifies_nothing);
         $crate::__conformance_test!($h, update::set_int_onto_equal_float_is_not_a_modification);
         $crate::__conformance_test!($h, update::unset_of_absent_field_is_not_a_modification);
+        $crate::__conformance_test!($h, update::removing_a_required_field_counts_every_match);
         $crate::__conformance_test!($h, update::update_many_leaves_non_matches_alone);
         $crate::__conformance_test!($h, update::update_many_without_match_reports_zero);
         $crate::__conformance_test!($h, update::key_is_immutable);

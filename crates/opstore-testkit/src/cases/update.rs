@@ -339,6 +339,39 @@ pub async fn unset_of_absent_field_is_not_a_modification(h: &impl Harness) {
     assert_eq!((n.matched, n.modified), (2, 1));
 }
 
+/// Removing a field the filter requires changes every match, and the counts
+/// say so; a filter on another field still counts its unmodified matches.
+pub async fn removing_a_required_field_counts_every_match(h: &impl Harness) {
+    let docs = [
+        item("a").note("x").count(1).build(),
+        item("b").note("y").count(1).build(),
+        item("c").note("x").count(2).build(),
+        item("d").count(1).build(),
+    ];
+    let (_s, repo) = repo_with(h, &docs).await;
+    let pinned = Filter::any_of([Filter::eq("note", "x"), Filter::eq("note", "y")]);
+    let n = repo
+        .update_many(
+            &pinned.and(Filter::eq("count", 1)),
+            &Update::new().set("count", 5).unset("note"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((n.matched, n.modified), (2, 2));
+    let n = repo
+        .update_many(&Filter::exists("note"), &Update::new().unset("note"))
+        .await
+        .unwrap();
+    assert_eq!((n.matched, n.modified), (1, 1));
+    assert_eq!(repo.count(&Filter::exists("note")).await.unwrap(), 0);
+    let n = repo
+        .update_many(&Filter::eq("count", 5), &Update::new().unset("note"))
+        .await
+        .unwrap();
+    assert_eq!((n.matched, n.modified), (2, 0));
+    assert_eq!(repo.count(&Filter::eq("count", 5)).await.unwrap(), 2);
+}
+
 /// `update_many` touches only matching documents.
 pub async fn update_many_leaves_non_matches_alone(h: &impl Harness) {
     let docs: Vec<Item> = (0..5)
