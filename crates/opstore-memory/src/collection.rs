@@ -82,7 +82,7 @@ impl MemCollection {
             let coll = state.colls.get_mut(name).ok_or_else(poisoned)?;
             let collection = Arc::clone(&coll.name);
             let (out, changes) = f(coll)?;
-            if !changes.is_empty() {
+            if !changes.is_empty() && self.schema.has_change_feed() {
                 state.changes.push((collection, changes));
             }
             return Ok(out);
@@ -96,7 +96,11 @@ impl MemCollection {
         let collection = Arc::clone(&coll.name);
         let (out, changes) = f(coll)?;
         drop(data);
-        self.shared.feed.publish(&collection, changes);
+        // A collection kept out of the feed must not take retained history
+        // from the collections that are watched.
+        if self.schema.has_change_feed() {
+            self.shared.feed.publish(&collection, changes);
+        }
         Ok(out)
     }
 }
