@@ -101,12 +101,18 @@ impl Package {
 }
 
 /// The workspace root: the parent of this crate's manifest directory.
+///
+/// `cargo xtask` runs under `cargo run`, which names the manifest directory at
+/// run time; that wins over the one compiled in, since a binary built for
+/// another checkout sharing the target directory may be reused unchanged.
 pub fn root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| manifest_dir.to_path_buf())
+        .unwrap_or(manifest_dir)
 }
 
 /// A `cargo` command: the cargo that runs this task when there is one.
