@@ -320,7 +320,8 @@ fn accepts_operand(ty: FieldType, value: &Value) -> bool {
     }
 }
 
-fn is_prefix(parent: &str, child: &str) -> bool {
+/// Whether `child` lies below `parent` (`a.b` below `a`).
+pub(crate) fn is_prefix(parent: &str, child: &str) -> bool {
     child.len() > parent.len()
         && child.starts_with(parent)
         && child.as_bytes()[parent.len()] == b'.'

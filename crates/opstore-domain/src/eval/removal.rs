@@ -2,6 +2,7 @@
 //! two alone. An adapter that knows this counts the documents it modified as
 //! the documents matched, without scanning the filter a second time.
 
+use crate::check::is_prefix;
 use crate::query::{Filter, Update, UpdateOp};
 
 /// True when every document `filter` matches holds a field, present and not
@@ -35,19 +36,12 @@ fn removes(update: &Update, path: &str) -> bool {
         .filter(|op| !matches!(op, UpdateOp::SetOnInsert(..)))
         .find(|op| {
             let p = op.path();
-            p == path || nested(p, path) || nested(path, p)
+            p == path || is_prefix(p, path) || is_prefix(path, p)
         });
     match last {
-        Some(UpdateOp::Unset(p)) => p == path || nested(path, p),
+        Some(UpdateOp::Unset(p)) => p == path || is_prefix(p, path),
         _ => false,
     }
-}
-
-/// Whether `inner` lies below `outer` (`a.b` below `a`).
-fn nested(inner: &str, outer: &str) -> bool {
-    inner
-        .strip_prefix(outer)
-        .is_some_and(|rest| rest.starts_with('.'))
 }
 
 #[cfg(test)]
