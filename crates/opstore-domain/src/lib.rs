@@ -27,7 +27,8 @@ pub mod time;
 pub use check::{AggField, Checked};
 pub use error::{BoxError, Result, StoreError};
 pub use ports::collection::{
-    Collection, CollectionRepository, Repository, Upserted, from_document, to_document,
+    Collection, CollectionRepository, Repository, StoredDoc, Upserted, from_document, from_stored,
+    to_document,
 };
 pub use ports::coordination::{Begin, CheckpointStore, IdempotencyStore, Lease, LockManager};
 pub use ports::feed::{

@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use opstore_domain::check::Checked;
 use opstore_domain::schema::check_key;
 use opstore_domain::{
-    Agg, Collection, FieldType, Filter, Isolation, Page, Query, Result, Schema, StoreError, Update,
-    UpdateCount, UpdateOp, Upserted, Value, eval,
+    Agg, Collection, FieldType, Filter, Isolation, Page, Query, Result, Schema, StoreError,
+    StoredDoc, Update, UpdateCount, UpdateOp, Upserted, Value, eval,
 };
 use sqlx::Row;
+use sqlx::postgres::PgValueFormat;
 
 use crate::config::MAX_DOCUMENT_BYTES;
 use crate::error::{Ctx, map};
@@ -178,6 +179,12 @@ impl PgCollection {
         rows.iter().map(|r| decode_doc(r, 0)).collect()
     }
 
+    /// Like `fetch_docs`, keeping each document's JSON text for typed reads.
+    async fn fetch_stored(&self, op: &str, sql: Sql) -> Result<Vec<StoredDoc>> {
+        let rows = self.exec.fetch_all(self.ctx(op), sql).await?;
+        rows.iter().map(|r| decode_text(r, 0)).collect()
+    }
+
     /// The document an upsert creates: the key plus `set`, `set_on_insert`,
     /// `inc` and `push` applied to nothing.
     fn upsert_document(&self, key: &str, update: &Checked<Update>) -> Value {
@@ -211,6 +218,23 @@ fn push_limit(sql: &mut Sql, skip: u64, limit: u64) {
 fn decode_doc(row: &sqlx::postgres::PgRow, idx: usize) -> Result<Value> {
     row.try_get::<Value, _>(idx)
         .map_err(|e| StoreError::backend("decoding a stored document", e))
+}
+
+/// A `jsonb` column's JSON text, undecoded: the binary format is a version
+/// byte (1) followed by the text.
+fn decode_text(row: &sqlx::postgres::PgRow, idx: usize) -> Result<StoredDoc> {
+    let failed = |e| StoreError::backend("decoding a stored document", e);
+    let raw = row.try_get_raw(idx).map_err(|e| failed(e.into()))?;
+    let bytes = raw.as_bytes().map_err(failed)?;
+    let json = match (raw.format(), bytes.split_first()) {
+        (PgValueFormat::Text, _) => bytes,
+        (PgValueFormat::Binary, Some((1, text))) => text,
+        (PgValueFormat::Binary, _) => {
+            return Err(failed("unsupported jsonb format version".into()));
+        }
+    };
+    let text = std::str::from_utf8(json).map_err(|e| failed(e.into()))?;
+    Ok(StoredDoc::Json(text.to_owned()))
 }
 
 fn decode_u64(row: &sqlx::postgres::PgRow, idx: usize) -> Result<u64> {
@@ -300,6 +324,12 @@ impl Collection for PgCollection {
         let query = self.schema.check_query(query)?;
         let sql = self.select_sql(&query, false)?;
         self.fetch_docs("find", sql).await
+    }
+
+    async fn find_stored(&self, query: &Query) -> Result<Vec<StoredDoc>> {
+        let query = self.schema.check_query(query)?;
+        let sql = self.select_sql(&query, false)?;
+        self.fetch_stored("find", sql).await
     }
 
     async fn find_page(&self, query: &Query) -> Result<Page<Value>> {
@@ -600,14 +630,20 @@ impl Collection for PgCollection {
     }
 
     async fn claim(&self, query: &Query, update: &Update) -> Result<Vec<Value>> {
+        let docs = self.claim_stored(query, update).await?;
+        docs.into_iter().map(StoredDoc::into_tree).collect()
+    }
+
+    async fn claim_stored(&self, query: &Query, update: &Update) -> Result<Vec<StoredDoc>> {
         let query = self.schema.check_query(query)?;
         let update = self.schema.check_update(update)?;
         if update.needs_document_check(self.schema) {
-            return self
+            let docs = self
                 .atomically("claim", |c| async move {
                     c.claim_in_process(&query, &update).await
                 })
-                .await;
+                .await?;
+            return Ok(docs.into_iter().map(StoredDoc::Tree).collect());
         }
         let mut sql = Sql::new();
         let filter = self.schema.check_filter(&query.filter)?;
@@ -632,7 +668,7 @@ impl Collection for PgCollection {
              u AS (UPDATE {t} SET doc = {new} FROM n WHERE {kc} = n.claimed RETURNING doc, n.rn) \
              SELECT doc FROM u ORDER BY rn"
         ));
-        self.fetch_docs("claim", sql)
+        self.fetch_stored("claim", sql)
             .await
             .map_err(|e| self.name_overflow(e, &update))
     }

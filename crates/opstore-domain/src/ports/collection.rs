@@ -20,6 +20,29 @@ pub struct Upserted<D> {
     pub document: D,
 }
 
+/// A document as a read returns it: a tree, or the JSON text the backend sent.
+///
+/// Typed reads decode text straight into the entity, without building the tree
+/// first; adapters whose driver hands them JSON text return it undecoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredDoc {
+    /// A document tree.
+    Tree(Value),
+    /// A document's JSON text, as stored.
+    Json(String),
+}
+
+impl StoredDoc {
+    /// The document tree, parsing text; a `Backend` error when the text is not JSON.
+    pub fn into_tree(self) -> Result<Value> {
+        match self {
+            StoredDoc::Tree(v) => Ok(v),
+            StoredDoc::Json(text) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::backend("a stored document is not JSON", e)),
+        }
+    }
+}
+
 /// One collection of JSON documents, validated against its schema.
 ///
 /// This is the port adapters implement: object safe, so a store chosen at run time
@@ -50,6 +73,10 @@ pub trait Collection: Send + Sync {
     async fn get_for_update(&self, key: &str) -> Result<Option<Value>>;
     /// Matching documents in order.
     async fn find(&self, query: &Query) -> Result<Vec<Value>>;
+    /// Like `find`, as the backend returned them; typed reads use it.
+    async fn find_stored(&self, query: &Query) -> Result<Vec<StoredDoc>> {
+        Ok(trees(self.find(query).await?))
+    }
     /// A page of matching documents with the total count.
     async fn find_page(&self, query: &Query) -> Result<Page<Value>>;
     /// Number of matching documents.
@@ -76,6 +103,14 @@ pub trait Collection: Send + Sync {
     /// no concurrent claimer takes, applies `update` to them and returns them after
     /// the update. A work-queue primitive.
     async fn claim(&self, query: &Query, update: &Update) -> Result<Vec<Value>>;
+    /// Like `claim`, as the backend returned them; typed claims use it.
+    async fn claim_stored(&self, query: &Query, update: &Update) -> Result<Vec<StoredDoc>> {
+        Ok(trees(self.claim(query, update).await?))
+    }
+}
+
+fn trees(docs: Vec<Value>) -> Vec<StoredDoc> {
+    docs.into_iter().map(StoredDoc::Tree).collect()
 }
 
 /// Typed access to one entity's collection.
@@ -235,6 +270,23 @@ pub fn from_document<T: Entity>(doc: Value) -> Result<T> {
     })
 }
 
+/// Converts a stored document to an entity; JSON text is decoded directly.
+pub fn from_stored<T: Entity>(doc: StoredDoc) -> Result<T> {
+    let text = match doc {
+        StoredDoc::Tree(v) => return from_document(v),
+        StoredDoc::Json(text) => text,
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        // The error path alone parses the tree, to name the document's key.
+        let tree = serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+        mismatch::<T>(&tree, &e)
+    })
+}
+
+fn from_stored_all<T: Entity>(docs: Vec<StoredDoc>) -> Result<Vec<T>> {
+    docs.into_iter().map(from_stored).collect()
+}
+
 fn mismatch<T: Entity>(doc: &Value, e: &serde_json::Error) -> StoreError {
     let key = doc
         .get(T::schema().key())
@@ -286,12 +338,12 @@ impl<T: Entity> Repository<T> for CollectionRepository<T> {
     async fn find_one(&self, filter: &Filter) -> Result<Option<T>> {
         let docs = self
             .inner
-            .find(&Query::filter(filter.clone()).limit(1))
+            .find_stored(&Query::filter(filter.clone()).limit(1))
             .await?;
-        docs.into_iter().next().map(from_document).transpose()
+        docs.into_iter().next().map(from_stored).transpose()
     }
     async fn find(&self, query: &Query) -> Result<Vec<T>> {
-        from_documents(self.inner.find(query).await?)
+        from_stored_all(self.inner.find_stored(query).await?)
     }
     async fn find_page(&self, query: &Query) -> Result<Page<T>> {
         let page = self.inner.find_page(query).await?;
@@ -339,6 +391,72 @@ impl<T: Entity> Repository<T> for CollectionRepository<T> {
         self.inner.aggregate(filter, path, agg).await
     }
     async fn claim(&self, query: &Query, update: &Update) -> Result<Vec<T>> {
-        from_documents(self.inner.claim(query, update).await?)
+        from_stored_all(self.inner.claim_stored(query, update).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::schema::{Field, FieldType};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Probe {
+        id: String,
+        n: i64,
+    }
+
+    static PROBE: LazyLock<Schema> = LazyLock::new(|| {
+        Schema::builder("probes", "id")
+            .field(Field::new("n", FieldType::Int))
+            .build()
+    });
+
+    impl Entity for Probe {
+        fn schema() -> &'static Schema {
+            &PROBE
+        }
+        fn key(&self) -> String {
+            self.id.clone()
+        }
+    }
+
+    #[test]
+    fn text_and_tree_decode_to_the_same_entity() {
+        let text = r#"{"id":"p1","n":7}"#.to_owned();
+        let tree = serde_json::from_str(&text).unwrap();
+        let from_text: Probe = from_stored(StoredDoc::Json(text.clone())).unwrap();
+        let from_tree: Probe = from_stored(StoredDoc::Tree(tree)).unwrap();
+        assert_eq!(
+            from_text,
+            Probe {
+                id: "p1".into(),
+                n: 7
+            }
+        );
+        assert_eq!(from_text, from_tree);
+        assert_eq!(
+            StoredDoc::Json(text).into_tree().unwrap(),
+            serde_json::json!({"id": "p1", "n": 7})
+        );
+    }
+
+    #[test]
+    fn mistyped_text_names_the_document() {
+        let err = from_stored::<Probe>(StoredDoc::Json(r#"{"id":"p9","n":"seven"}"#.into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`p9`") && err.contains("probes"), "{err}");
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_a_backend_error() {
+        let err = StoredDoc::Json("{not json".into()).into_tree().unwrap_err();
+        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+        assert!(from_stored::<Probe>(StoredDoc::Json("{not json".into())).is_err());
     }
 }
