@@ -321,9 +321,8 @@ impl Collection for PgCollection {
     }
 
     async fn find(&self, query: &Query) -> Result<Vec<Value>> {
-        let query = self.schema.check_query(query)?;
-        let sql = self.select_sql(&query, false)?;
-        self.fetch_docs("find", sql).await
+        let docs = self.find_stored(query).await?;
+        docs.into_iter().map(StoredDoc::into_tree).collect()
     }
 
     async fn find_stored(&self, query: &Query) -> Result<Vec<StoredDoc>> {
