@@ -241,6 +241,10 @@ pub(super) fn stop_stale(dir: &Path) {
 
 /// A single-node configuration: loopback only, no snapshots on drop or truncate (the
 /// suite drops a keyspace per test), no authentication.
+///
+/// The node shares two cores with the build and the other suites, so Paxos rounds
+/// under contention get the server-side time a loaded machine needs; the
+/// defaults (1 s for contention) turn a slow round into an "outcome unknown".
 fn node_yaml(dir: &Path, port: u16, storage_port: u16) -> String {
     let d = dir.display();
     format!(
@@ -264,7 +268,10 @@ fn node_yaml(dir: &Path, port: u16, storage_port: u16) -> String {
          endpoint_snitch: SimpleSnitch\n\
          auto_snapshot: false\n\
          authenticator: AllowAllAuthenticator\n\
-         authorizer: AllowAllAuthorizer\n"
+         authorizer: AllowAllAuthorizer\n\
+         cas_contention_timeout: 15000ms\n\
+         write_request_timeout: 15000ms\n\
+         read_request_timeout: 15000ms\n"
     )
 }
 
