@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A UTC instant with microsecond precision.
@@ -95,35 +96,39 @@ impl Timestamp {
 
     /// The canonical text form.
     pub fn to_text(self) -> String {
-        // Formatted by hand: this runs on every write of every timestamp field,
-        // and a general-purpose formatter costs several times more.
+        match self.fixed_text() {
+            Some(buf) => String::from_utf8_lossy(&buf).into_owned(),
+            None => self
+                .to_datetime()
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+        }
+    }
+
+    /// The canonical text of a four-digit year, formatted by hand on the stack:
+    /// this runs on every write of every timestamp field, and a general-purpose
+    /// formatter costs several times more.
+    fn fixed_text(self) -> Option<[u8; TEXT_LEN]> {
         let micros = self.0.rem_euclid(1_000_000);
         let secs = self.0.div_euclid(1_000_000);
         let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (year, month, day) = civil_from_days(days);
         if !(0..=9999).contains(&year) {
-            return self
-                .to_datetime()
-                .to_rfc3339_opts(SecondsFormat::Micros, true);
+            return None;
         }
-        let mut out = String::with_capacity(27);
-        push_digits(&mut out, year, 4);
-        out.push('-');
-        push_digits(&mut out, month, 2);
-        out.push('-');
-        push_digits(&mut out, day, 2);
-        out.push('T');
-        push_digits(&mut out, sod / 3600, 2);
-        out.push(':');
-        push_digits(&mut out, sod / 60 % 60, 2);
-        out.push(':');
-        push_digits(&mut out, sod % 60, 2);
-        out.push('.');
-        push_digits(&mut out, micros, 6);
-        out.push('Z');
-        out
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        put_digits(&mut out[0..4], year);
+        put_digits(&mut out[5..7], month);
+        put_digits(&mut out[8..10], day);
+        put_digits(&mut out[11..13], sod / 3600);
+        put_digits(&mut out[14..16], sod / 60 % 60);
+        put_digits(&mut out[17..19], sod % 60);
+        put_digits(&mut out[20..26], micros);
+        Some(out)
     }
 }
+
+/// Length of the canonical text of a four-digit year.
+const TEXT_LEN: usize = 27;
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,13 +142,11 @@ impl fmt::Debug for Timestamp {
     }
 }
 
-/// Appends a non-negative `n` as exactly `width` decimal digits.
-fn push_digits(out: &mut String, n: i64, width: u32) {
-    let mut div = 10_i64.pow(width - 1);
-    while div > 0 {
-        let digit = (n / div % 10) as u8;
-        out.push(char::from(b'0' + digit));
-        div /= 10;
+/// Writes a non-negative `n` as exactly `out.len()` decimal digits.
+fn put_digits(out: &mut [u8], mut n: i64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -178,7 +181,10 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_text())
+        match self.fixed_text() {
+            Some(buf) => s.serialize_str(std::str::from_utf8(&buf).map_err(S::Error::custom)?),
+            None => s.serialize_str(&self.to_text()),
+        }
     }
 }
 
@@ -272,6 +278,11 @@ mod tests {
             assert_eq!(
                 t.to_text(),
                 t.to_datetime().to_rfc3339_opts(SecondsFormat::Micros, true),
+                "{micros}"
+            );
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::Value::String(t.to_text()),
                 "{micros}"
             );
         }
