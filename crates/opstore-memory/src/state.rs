@@ -3,7 +3,6 @@
 
 mod index;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use opstore_domain::check::{AggField, Checked};
@@ -14,7 +13,7 @@ use opstore_domain::{
     UpdateCount, Upserted, Value,
 };
 
-use index::{Index, same_index_value};
+use index::{HashMap, HashSet, Index, same_index_value};
 
 /// A change to publish on the feed once its write is committed.
 #[derive(Debug, Clone)]
@@ -46,7 +45,7 @@ impl CollState {
         CollState {
             schema,
             name: Arc::from(schema.name()),
-            docs: HashMap::new(),
+            docs: HashMap::default(),
             indexes,
         }
     }
@@ -490,7 +489,7 @@ impl CollState {
         field: &Checked<AggField>,
         now: Timestamp,
     ) -> Vec<(Value, u64)> {
-        let mut groups: HashMap<String, (Value, u64)> = HashMap::new();
+        let mut groups: HashMap<String, (Value, u64)> = HashMap::default();
         for doc in self.matching(filter, now, true) {
             let v = get_path(&doc, field.path()).cloned().unwrap_or(Value::Null);
             groups.entry(index_key(&v)).or_insert((v, 0)).1 += 1;

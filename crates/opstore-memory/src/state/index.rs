@@ -1,7 +1,6 @@
 //! Secondary indexes of one collection: indexed value -> keys of the documents
 //! holding it.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use opstore_domain::Value;
@@ -42,9 +41,61 @@ pub(super) fn same_index_value(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Keys of the documents holding one value of an indexed field. A hash set keeps
-/// inserts cheap in large entries; readers that need a fixed order sort.
-pub(super) type Keys = HashSet<Arc<str>>;
+/// Hash maps and sets of the memory store. Document keys come from users, so the
+/// hasher is seeded per map; it is several times cheaper than SipHash on short keys.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`HashMap`].
+pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
+/// Keys of the documents holding one value of an indexed field. Most values of
+/// a selective index are held by one document, which needs no set of its own; a
+/// hash set keeps inserts cheap in large entries, and readers that need a fixed
+/// order sort.
+#[derive(Debug, Clone)]
+pub(super) enum Keys {
+    One(Arc<str>),
+    Many(HashSet<Arc<str>>),
+}
+
+impl Keys {
+    fn insert(&mut self, key: &Arc<str>) {
+        match self {
+            Keys::One(k) if k == key => {}
+            Keys::One(k) => {
+                let mut set = HashSet::with_capacity_and_hasher(2, Default::default());
+                set.insert(Arc::clone(k));
+                set.insert(Arc::clone(key));
+                *self = Keys::Many(set);
+            }
+            Keys::Many(set) => {
+                set.insert(Arc::clone(key));
+            }
+        }
+    }
+
+    /// Removes `key`; returns whether no key is left.
+    fn remove(&mut self, key: &str) -> bool {
+        match self {
+            Keys::One(k) => &**k == key,
+            Keys::Many(set) => {
+                set.remove(key);
+                set.is_empty()
+            }
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        matches!(self, Keys::Many(set) if set.is_empty())
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        let (one, many) = match self {
+            Keys::One(k) => (Some(k), None),
+            Keys::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
 
 /// A secondary index: value of `path` -> keys holding it.
 #[derive(Debug, Clone)]
@@ -60,8 +111,8 @@ impl Index {
     pub(super) fn new(path: &'static str) -> Self {
         Index {
             path,
-            strs: HashMap::new(),
-            others: HashMap::new(),
+            strs: HashMap::default(),
+            others: HashMap::default(),
         }
     }
 
@@ -74,42 +125,78 @@ impl Index {
 
     pub(super) fn add(&mut self, v: &Value, key: &Arc<str>) {
         match v {
-            Value::String(s) => {
-                if let Some(keys) = self.strs.get_mut(s.as_str()) {
-                    keys.insert(Arc::clone(key));
-                } else {
+            Value::String(s) => match self.strs.get_mut(s.as_str()) {
+                Some(keys) => keys.insert(key),
+                None => {
                     self.strs
-                        .insert(s.as_str().into(), Keys::from([Arc::clone(key)]));
+                        .insert(s.as_str().into(), Keys::One(Arc::clone(key)));
                 }
-            }
-            other => {
-                self.others
-                    .entry(IndexKey::of(other))
-                    .or_default()
-                    .insert(Arc::clone(key));
-            }
+            },
+            other => match self.others.entry(IndexKey::of(other)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(key),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Keys::One(Arc::clone(key)));
+                }
+            },
         }
     }
 
     pub(super) fn remove(&mut self, v: &Value, key: &str) {
         match v {
             Value::String(s) => {
-                if let Some(keys) = self.strs.get_mut(s.as_str()) {
-                    keys.remove(key);
-                    if keys.is_empty() {
-                        self.strs.remove(s.as_str());
-                    }
+                if self
+                    .strs
+                    .get_mut(s.as_str())
+                    .is_some_and(|keys| keys.remove(key))
+                {
+                    self.strs.remove(s.as_str());
                 }
             }
             other => {
                 let ik = IndexKey::of(other);
-                if let Some(keys) = self.others.get_mut(&ik) {
-                    keys.remove(key);
-                    if keys.is_empty() {
-                        self.others.remove(&ik);
-                    }
+                if self
+                    .others
+                    .get_mut(&ik)
+                    .is_some_and(|keys| keys.remove(key))
+                {
+                    self.others.remove(&ik);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(ix: &Index, v: &Value) -> Vec<String> {
+        let mut keys: Vec<String> = ix
+            .keys(v)
+            .map(|k| k.iter().map(|k| k.to_string()).collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn entries_grow_from_one_key_and_vanish_with_the_last() {
+        let mut ix = Index::new("name");
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        for v in [Value::from("x"), Value::from(7)] {
+            ix.add(&v, &a);
+            ix.add(&v, &a);
+            assert_eq!(held(&ix, &v), ["a"]);
+            ix.add(&v, &b);
+            assert_eq!(held(&ix, &v), ["a", "b"]);
+            ix.remove(&v, "missing");
+            ix.remove(&v, "a");
+            assert_eq!(held(&ix, &v), ["b"]);
+            ix.remove(&v, "b");
+            assert!(ix.keys(&v).is_none());
+            ix.add(&v, &b);
+            ix.remove(&v, "a");
+            assert_eq!(held(&ix, &v), ["b"]);
         }
     }
 }
