@@ -37,6 +37,8 @@ struct Group {
     cql: bool,
 }
 
+/// Groups that share a server run one after another, so each server is stopped
+/// before the groups that do not need it.
 const GROUPS: [Group; 7] = [
     Group {
         name: "memory",
@@ -66,24 +68,6 @@ const GROUPS: [Group; 7] = [
         cql: false,
     },
     Group {
-        name: "mongo",
-        package: "opstore-mongo",
-        bench: "mongo",
-        features: "bench",
-        postgres: false,
-        mongo: true,
-        cql: false,
-    },
-    Group {
-        name: "scylla",
-        package: "opstore-scylla",
-        bench: "scylla",
-        features: "bench",
-        postgres: false,
-        mongo: false,
-        cql: true,
-    },
-    Group {
         name: "processors",
         package: "opstore-app",
         bench: "processors",
@@ -100,6 +84,24 @@ const GROUPS: [Group; 7] = [
         postgres: true,
         mongo: false,
         cql: false,
+    },
+    Group {
+        name: "mongo",
+        package: "opstore-mongo",
+        bench: "mongo",
+        features: "bench",
+        postgres: false,
+        mongo: true,
+        cql: false,
+    },
+    Group {
+        name: "scylla",
+        package: "opstore-scylla",
+        bench: "scylla",
+        features: "bench",
+        postgres: false,
+        mongo: false,
+        cql: true,
     },
 ];
 
@@ -167,7 +169,19 @@ pub fn main(args: &[String]) -> Result<bool, String> {
     let mut mongo: Option<Result<Server, String>> = None;
     let mut cql: Option<Result<Server, String>> = None;
     let mut outcomes = Vec::new();
-    for group in &groups {
+    for (i, group) in groups.iter().enumerate() {
+        // A server no remaining group needs stops now, so it takes no CPU from
+        // the groups measured after it.
+        let rest = &groups[i..];
+        if !rest.iter().any(|g| g.postgres) {
+            drop(pg.take());
+        }
+        if !rest.iter().any(|g| g.mongo) {
+            drop(mongo.take());
+        }
+        if !rest.iter().any(|g| g.cql) {
+            drop(cql.take());
+        }
         let mut env: Vec<(String, String)> = Vec::new();
         let mut missing = None;
         if group.postgres {
