@@ -7,6 +7,11 @@
 //! - `hand-written single` / `hand-written batch 50`: a plain sqlx
 //!   `FOR UPDATE SKIP LOCKED` claim of 1 or 50 jobs on a table with a partial
 //!   index on pending jobs, then an update to `done` fenced by the claimer;
+//! - `hand-written documents single` / `... batch 50` (references, no goal):
+//!   the same claim by hand on a table laid out like opstore's (a `jsonb`
+//!   document plus indexed `due_at` and `claimed_until` columns), rewriting the
+//!   document with owner, token and expiry and returning it decoded, then an
+//!   acknowledgement fenced by the token;
 //! - `opstore single` / `opstore batch 50`: [`JobQueue::claim`] of 1 or 50 jobs
 //!   then one fenced [`JobQueue::ack`], from 8 tasks;
 //! - `opstore worker`: [`JobWorker`] as users run it (concurrency 8, batches
@@ -55,6 +60,9 @@ fn main() {
 }
 
 #[cfg(feature = "postgres")]
+mod peers;
+
+#[cfg(feature = "postgres")]
 mod pg {
     use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,17 +79,17 @@ mod pg {
     use opstore_postgres::{PgConfig, PgStore};
     use opstore_testkit::bench::{Better, Figure, Goal};
     use serde::{Deserialize, Serialize};
-    use sqlx::postgres::{PgPool, PgPoolOptions};
+    use sqlx::postgres::PgPoolOptions;
     use tokio_util::sync::CancellationToken;
 
-    type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+    pub(crate) type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-    const CONCURRENCY: usize = 8;
-    const POOL: u32 = 16;
+    pub(crate) const CONCURRENCY: usize = 8;
+    pub(crate) const POOL: u32 = 16;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
-    struct BenchJob {
-        id: String,
+    pub(crate) struct BenchJob {
+        pub(crate) id: String,
         status: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         due_at: Option<Timestamp>,
@@ -123,7 +131,7 @@ mod pg {
         }
     }
 
-    fn rate(jobs: u64, elapsed: Duration) -> f64 {
+    pub(crate) fn rate(jobs: u64, elapsed: Duration) -> f64 {
         jobs as f64 / elapsed.as_secs_f64().max(1e-9)
     }
 
@@ -137,16 +145,20 @@ mod pg {
             .connect(url)
             .await?;
         for &backlog in backlogs {
-            let apalis = apalis_peer(url, &admin, backlog).await?;
+            let apalis = crate::peers::apalis_peer(url, &admin, backlog).await?;
             report(backlog, "apalis", apalis);
-            let hw_single = hand_written(&admin, backlog, 1).await?;
+            let hw_single = crate::peers::hand_written(&admin, backlog, 1).await?;
             report(backlog, "hand-written single", hw_single);
             let ours_single = ours_claims(url, backlog, 1).await?;
             report(backlog, "opstore single", ours_single);
-            let hw_batch = hand_written(&admin, backlog, 50).await?;
+            let hw_batch = crate::peers::hand_written(&admin, backlog, 50).await?;
             report(backlog, "hand-written batch 50", hw_batch);
             let ours_batch = ours_claims(url, backlog, 50).await?;
             report(backlog, "opstore batch 50", ours_batch);
+            let hd_single = crate::peers::hand_written_documents(&admin, backlog, 1).await?;
+            report(backlog, "hand-written documents single", hd_single);
+            let hd_batch = crate::peers::hand_written_documents(&admin, backlog, 50).await?;
+            report(backlog, "hand-written documents batch 50", hd_batch);
             let worker = ours_worker(url, backlog).await?;
             report(backlog, "opstore worker", worker);
             let figure = |scenario: &str, ours: f64, baseline: &str, theirs: f64, bound: f64| {
@@ -160,6 +172,21 @@ mod pg {
                 )
                 .goal(Goal::ratio(Better::Higher, bound))
                 .detail(format!("no-op jobs, concurrency {CONCURRENCY}, PostgreSQL"))
+            };
+            // The same work by hand: what the document layout costs, apart from opstore.
+            let reference = |scenario: &str, ours: f64, baseline: &str, theirs: f64| {
+                Figure::new(
+                    "jobs",
+                    &format!("{scenario}, backlog {backlog}"),
+                    "jobs/s",
+                    ours,
+                    baseline,
+                    theirs,
+                )
+                .detail(format!(
+                    "no-op jobs, concurrency {CONCURRENCY}, PostgreSQL; the peer rewrites and \
+                     returns the jsonb document as opstore does"
+                ))
             };
             opstore_testkit::bench::report(&[
                 figure("opstore worker", worker, "apalis-postgres", apalis, 2.0),
@@ -177,13 +204,25 @@ mod pg {
                     hw_batch,
                     0.9,
                 ),
+                reference(
+                    "opstore claim 1 (reference)",
+                    ours_single,
+                    "hand-written claim 1 on a document table",
+                    hd_single,
+                ),
+                reference(
+                    "opstore claim 50 (reference)",
+                    ours_batch,
+                    "hand-written claim 50 on a document table",
+                    hd_batch,
+                ),
             ]);
         }
         admin.close().await;
         Ok(())
     }
 
-    fn schema_name(peer: &str) -> String {
+    pub(crate) fn schema_name(peer: &str) -> String {
         format!("bench_{peer}_{}", uuid::Uuid::new_v4().simple())
     }
 
@@ -256,7 +295,7 @@ mod pg {
             .await?)
     }
 
-    fn check(peer: &str, done: u64, backlog: u64) -> BenchResult<()> {
+    pub(crate) fn check(peer: &str, done: u64, backlog: u64) -> BenchResult<()> {
         if done != backlog {
             return Err(format!("{peer}: {done} of {backlog} jobs done").into());
         }
@@ -334,135 +373,6 @@ mod pg {
         check("opstore worker", stats.succeeded, backlog)?;
         check("opstore worker", count_done(&store).await?, backlog)?;
         drop_schema(store, &schema).await?;
-        Ok(rate(backlog, elapsed))
-    }
-
-    /// 8 tasks on a plain table: claim `per_claim` pending jobs with
-    /// `FOR UPDATE SKIP LOCKED`, then mark them done where still ours.
-    async fn hand_written(admin: &PgPool, backlog: u64, per_claim: i64) -> BenchResult<f64> {
-        let schema = schema_name("hand");
-        let t = format!("\"{schema}\".jobs");
-        for ddl in [
-            format!("CREATE SCHEMA \"{schema}\""),
-            format!(
-                "CREATE TABLE {t} (id bigint PRIMARY KEY, status text NOT NULL, payload jsonb NOT NULL, \
-                 locked_by text, locked_at timestamptz)"
-            ),
-            format!("CREATE INDEX ON {t} (id) WHERE status = 'pending'"),
-            format!(
-                "INSERT INTO {t} (id, status, payload) SELECT g, 'pending', '{{}}' FROM generate_series(1, {backlog}) g"
-            ),
-            format!("ANALYZE {t}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(admin).await?;
-        }
-        let claim = format!(
-            "UPDATE {t} SET status = 'running', locked_by = $1, locked_at = now() WHERE id IN \
-             (SELECT id FROM {t} WHERE status = 'pending' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
-        );
-        let complete =
-            format!("UPDATE {t} SET status = 'done' WHERE id = ANY($1) AND locked_by = $2");
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for w in 0..CONCURRENCY {
-            let (pool, claim, complete) = (admin.clone(), claim.clone(), complete.clone());
-            tasks.spawn(async move {
-                let owner = format!("hand-{w}-{}", uuid::Uuid::new_v4().simple());
-                loop {
-                    let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(claim.clone()))
-                        .bind(&owner)
-                        .bind(per_claim)
-                        .fetch_all(&pool)
-                        .await?;
-                    if ids.is_empty() {
-                        return Ok::<_, sqlx::Error>(());
-                    }
-                    sqlx::query(sqlx::AssertSqlSafe(complete.clone()))
-                        .bind(&ids)
-                        .bind(&owner)
-                        .execute(&pool)
-                        .await?;
-                }
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            joined??;
-        }
-        let elapsed = started.elapsed();
-        let done: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {t} WHERE status = 'done'"
-        )))
-        .fetch_one(admin)
-        .await?;
-        check("hand-written", u64::try_from(done).unwrap_or(0), backlog)?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA \"{schema}\" CASCADE"
-        )))
-        .execute(admin)
-        .await?;
-        Ok(rate(backlog, elapsed))
-    }
-
-    /// apalis 1.0 with `apalis-postgres`: push the backlog, then one worker with
-    /// concurrency 8 and batches of 100 drains it.
-    async fn apalis_peer(url: &str, admin: &PgPool, backlog: u64) -> BenchResult<f64> {
-        use apalis::layers::WorkerBuilderExt;
-        use apalis::prelude::{
-            BoxDynError, ParallelizeExt, TaskSink, WorkerBuilder, WorkerContext,
-        };
-        use apalis_postgres::{Config, PostgresStorage};
-
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL)
-            .connect(url)
-            .await?;
-        PostgresStorage::setup(&pool).await?;
-        // apalis keeps one table for every queue: start each run from an empty one.
-        sqlx::query("TRUNCATE apalis.jobs").execute(admin).await?;
-        let queue = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let config = Config::default().queue(queue.as_str()).batch_size(100);
-        let mut storage = PostgresStorage::new(&pool).with_config(config);
-        storage.push_bulk((0..backlog).collect()).await?;
-        sqlx::query("ANALYZE apalis.jobs").execute(admin).await?;
-
-        let seen = Arc::new(AtomicU64::new(0));
-        let handler = {
-            let seen = Arc::clone(&seen);
-            move |_item: u64, worker: WorkerContext| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    if seen.fetch_add(1, Ordering::Relaxed) + 1 == backlog {
-                        worker.stop()?;
-                    }
-                    Ok::<(), BoxDynError>(())
-                }
-            }
-        };
-        let worker = WorkerBuilder::new(format!("bench-apalis-{queue}"))
-            .backend(storage)
-            .concurrency(CONCURRENCY)
-            .parallelize(tokio::spawn)
-            .build(handler);
-        let started = Instant::now();
-        worker.run().await?;
-        // Results are written after the handler returns: wait until every job is done.
-        let done_sql = "SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'";
-        loop {
-            let done: i64 = sqlx::query_scalar(done_sql)
-                .bind(&queue)
-                .fetch_one(admin)
-                .await?;
-            if u64::try_from(done).unwrap_or(0) >= backlog {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(600) {
-                return Err(format!("apalis: {done} of {backlog} jobs done after 600 s").into());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let elapsed = started.elapsed();
-        sqlx::query("TRUNCATE apalis.jobs").execute(admin).await?;
-        pool.close().await;
         Ok(rate(backlog, elapsed))
     }
 }
