@@ -15,7 +15,7 @@ use crate::pg::{BenchJob, BenchResult, CONCURRENCY, POOL, check, rate, schema_na
 pub(crate) async fn hand_written(admin: &PgPool, backlog: u64, per_claim: i64) -> BenchResult<f64> {
     let schema = schema_name("hand");
     let t = format!("\"{schema}\".jobs");
-    for ddl in [
+    let setup = [
         format!("CREATE SCHEMA \"{schema}\""),
         format!(
             "CREATE TABLE {t} (id bigint PRIMARY KEY, status text NOT NULL, payload jsonb NOT NULL, \
@@ -26,9 +26,8 @@ pub(crate) async fn hand_written(admin: &PgPool, backlog: u64, per_claim: i64) -
             "INSERT INTO {t} (id, status, payload) SELECT g, 'pending', '{{}}' FROM generate_series(1, {backlog}) g"
         ),
         format!("ANALYZE {t}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(admin).await?;
-    }
+    ];
+    execute_all(admin, &setup).await?;
     let claim = format!(
         "UPDATE {t} SET status = 'running', locked_by = $1, locked_at = now() WHERE id IN \
          (SELECT id FROM {t} WHERE status = 'pending' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
@@ -61,18 +60,8 @@ pub(crate) async fn hand_written(admin: &PgPool, backlog: u64, per_claim: i64) -
         joined??;
     }
     let elapsed = started.elapsed();
-    let done: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {t} WHERE status = 'done'"
-    )))
-    .fetch_one(admin)
-    .await?;
-    check("hand-written", u64::try_from(done).unwrap_or(0), backlog)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA \"{schema}\" CASCADE"
-    )))
-    .execute(admin)
-    .await?;
-    Ok(rate(backlog, elapsed))
+    let done = format!("SELECT count(*) FROM {t} WHERE status = 'done'");
+    finish(admin, &schema, &done, "hand-written", backlog, elapsed).await
 }
 
 /// apalis 1.0 with `apalis-postgres`: push the backlog, then one worker with
@@ -148,7 +137,7 @@ pub(crate) async fn hand_written_documents(
 ) -> BenchResult<f64> {
     let schema = schema_name("handdoc");
     let t = format!("\"{schema}\".jobs");
-    for ddl in [
+    let setup = [
         format!("CREATE SCHEMA \"{schema}\""),
         format!(
             "CREATE TABLE {t} (id text PRIMARY KEY, doc jsonb NOT NULL, \
@@ -164,9 +153,8 @@ pub(crate) async fn hand_written_documents(
              'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS due FROM generate_series(1, {backlog}) g) s"
         ),
         format!("ANALYZE {t}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(admin).await?;
-    }
+    ];
+    execute_all(admin, &setup).await?;
     let claim = format!(
         "UPDATE {t} SET doc = (doc - 'due_at') || jsonb_build_object('status', 'running', \
          'claimed_by', $1::text, 'claim_token', $2::text, 'claimed_until', $3::text), \
@@ -212,16 +200,42 @@ pub(crate) async fn hand_written_documents(
         joined??;
     }
     let elapsed = started.elapsed();
-    let done: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {t} WHERE doc ->> 'status' = 'done'"
-    )))
-    .fetch_one(admin)
-    .await?;
-    check(
+    let done = format!("SELECT count(*) FROM {t} WHERE doc ->> 'status' = 'done'");
+    finish(
+        admin,
+        &schema,
+        &done,
         "hand-written documents",
-        u64::try_from(done).unwrap_or(0),
         backlog,
-    )?;
+        elapsed,
+    )
+    .await
+}
+
+/// Runs set-up statements in order.
+async fn execute_all(admin: &PgPool, statements: &[String]) -> BenchResult<()> {
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+            .execute(admin)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Checks that every job is done (`count_done` counts them), drops the peer's
+/// schema and returns its rate.
+async fn finish(
+    admin: &PgPool,
+    schema: &str,
+    count_done: &str,
+    peer: &str,
+    backlog: u64,
+    elapsed: Duration,
+) -> BenchResult<f64> {
+    let done: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_done))
+        .fetch_one(admin)
+        .await?;
+    check(peer, u64::try_from(done).unwrap_or(0), backlog)?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA \"{schema}\" CASCADE"
     )))
