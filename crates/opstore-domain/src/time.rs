@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A UTC instant with microsecond precision.
@@ -104,7 +103,7 @@ impl Timestamp {
         }
     }
 
-    /// The canonical text of a four-digit year, formatted by hand on the stack:
+    /// The canonical text when the year has four digits, formatted by hand on the stack:
     /// this runs on every write of every timestamp field, and a general-purpose
     /// formatter costs several times more.
     fn fixed_text(self) -> Option<[u8; TEXT_LEN]> {
@@ -182,7 +181,8 @@ impl FromStr for Timestamp {
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.fixed_text() {
-            Some(buf) => s.serialize_str(std::str::from_utf8(&buf).map_err(S::Error::custom)?),
+            // The buffer is ASCII, so this borrows it without copying.
+            Some(buf) => s.serialize_str(&String::from_utf8_lossy(&buf)),
             None => s.serialize_str(&self.to_text()),
         }
     }
